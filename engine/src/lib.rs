@@ -1,1 +1,16 @@
-//! Quiver storage engine.
+//! Quiver's storage engine and thread-per-core runtime.
+//!
+//! The engine never touches a socket. Each partition log is owned by one shard (one
+//! pinned glommio executor); other shards reach it by message passing.
+
+pub mod batch;
+pub mod error;
+pub mod foreign;
+pub mod index;
+pub mod limits;
+pub mod log;
+pub mod producer_state;
+pub mod runtime;
+pub mod types;
+
+pub use error::{EngineError, Result};

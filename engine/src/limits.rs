@@ -1,0 +1,53 @@
+//! Every bound the engine enforces, in one place. Each says what happens at the limit.
+
+/// Largest single RecordBatch accepted on append. Larger batches are rejected with
+/// `BatchError::TooLarge` (Kafka: MESSAGE_TOO_LARGE). Kafka's default
+/// `message.max.bytes` is ~1 MiB; we allow more because 1 MiB batches are a benchmark case.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Smallest possible v2 batch: the 61-byte header with zero records.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Appends are copied into staging DMA buffers of this size; a batch that does not fit
+/// closes the current buffer (it becomes its own write) and opens a new one.
+pub const STAGING_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// At most this many staged-but-unwritten bytes per partition. Appends beyond it wait for
+/// the in-flight group commit to finish (back-pressure), they are never dropped.
+pub const MAX_UNFLUSHED_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
+
+/// Flushed buffers kept in memory per partition to serve fetches of recent data without
+/// touching the disk. Older buffers are released; those reads go to disk.
+pub const TAIL_CACHE_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
+
+/// One sparse index entry per this many bytes of log (Kafka's `index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Segment files are addressed with 32-bit relative positions in the index.
+pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
+/// Default segment size before a roll (Kafka's `segment.bytes` default).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Cold reads are issued in windows of at least this size.
+pub const READ_WINDOW_BYTES: usize = 256 * 1024;
+
+/// Capacity of each cross-shard channel in the mesh; senders wait when it is full.
+pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
+
+/// Registered io_uring buffer memory per executor. RLIMIT_MEMLOCK must cover
+/// this times the number of cores plus glommio's own rings.
+pub const IO_MEMORY_BYTES_PER_SHARD: usize = 2 * 1024 * 1024;
+
+/// Producers whose state a partition remembers (Kafka keeps all until expiry; we bound it
+/// and evict the least recently used).
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
+
+/// Batches remembered per producer for duplicate detection (Kafka uses 5, matching
+/// `max.in.flight.requests.per.connection` <= 5 for idempotent producers).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+const _: () = assert!(MAX_BATCH_BYTES <= STAGING_BUFFER_BYTES * 4);
+const _: () = assert!(STAGING_BUFFER_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
+const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
+const _: () = assert!(MAX_BATCH_BYTES as u64 <= MAX_SEGMENT_BYTES);

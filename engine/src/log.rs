@@ -1,0 +1,1368 @@
+//! One partition's log: segments of RecordBatch v2 bytes written with direct I/O through
+//! io_uring, group commit, an in-memory tail of recently written buffers, sparse indexes,
+//! retention and crash recovery.
+//!
+//! Invariants:
+//! - A `PartitionLog` lives on exactly one core (it is `!Send`); other cores reach it by
+//!   message passing. Its `RefCell` is never borrowed across an `.await`.
+//! - Bytes become visible to readers only below the high watermark, which is the end of
+//!   what the durability policy counts as committed (synced, or written for interval
+//!   policies). A reader never sees bytes that recovery could later discard.
+//! - Appends reach the disk in offset order: the single flusher task writes the queued
+//!   buffers of one round, then syncs, then acknowledges every append the round covered.
+//! - Files are written in whole aligned blocks; a segment's partial last block is rewritten
+//!   with identical leading bytes by the next write, so already-durable bytes never change.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use crate::batch::{self, ScanStep};
+use crate::error::{EngineError, Result};
+use crate::foreign::{drain_graveyard, home_bytes};
+use crate::index::{SegmentIndex, SegmentSummary};
+use crate::limits::*;
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::types::{LeaderEpoch, Offset};
+
+/// When an append counts as committed (acknowledged to acks=1/all producers and visible
+/// to consumers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every group commit ends with fdatasync; an append is committed once synced.
+    /// The default.
+    EveryCommit,
+    /// Appends are committed once written to the file (page cache is bypassed, so
+    /// "written" means handed to the device); fdatasync runs when `interval` has passed
+    /// or `bytes` have been written since the last sync, whichever comes first. A crash
+    /// may lose committed appends from the last interval, as with Kafka's defaults.
+    Interval { interval: Duration, bytes: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    /// Accepted and reported; compaction itself is not implemented yet, so a compacted
+    /// topic keeps every record (nothing is deleted by retention either).
+    Compact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub cleanup_policy: CleanupPolicy,
+    pub durability: Durability,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            cleanup_policy: CleanupPolicy::Delete,
+            durability: Durability::EveryCommit,
+        }
+    }
+}
+
+/// The result of an append once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The batch was a retry of one already stored: nothing was appended.
+    pub duplicate: bool,
+    pub log_start_offset: Offset,
+}
+
+/// Returned by [`PartitionLog::append`] once offsets are assigned; await
+/// [`AppendTicket::committed`] for durability. Dropping it (acks=0) is fine.
+pub struct AppendTicket {
+    outcome: AppendOutcome,
+    waiter: Option<oneshot::Receiver<bool>>,
+}
+
+impl AppendTicket {
+    pub fn outcome(&self) -> AppendOutcome {
+        self.outcome
+    }
+    pub async fn committed(self) -> Result<AppendOutcome> {
+        match self.waiter {
+            None => Ok(self.outcome),
+            Some(rx) => match rx.await {
+                Ok(true) => Ok(self.outcome),
+                _ => Err(EngineError::LogFailed),
+            },
+        }
+    }
+}
+
+/// What a read returns: whole batches, as zero-copy views of the buffers the disk I/O
+/// used, plus the partition's offsets at the time of the read.
+#[derive(Debug, Default)]
+pub struct ReadOutput {
+    pub chunks: Vec<Bytes>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+impl ReadOutput {
+    pub fn total_len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+}
+
+/// A flushed, immutable buffer holding segment bytes `[position, position + data.len())`.
+#[derive(Clone)]
+struct TailChunk {
+    position: u64,
+    data: Bytes,
+}
+
+struct Segment {
+    base_offset: Offset,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    index: SegmentIndex,
+    /// Bytes appended (staged or written).
+    size: u64,
+    /// Bytes covered by the committed (visible) prefix.
+    committed_size: u64,
+    next_offset: Offset,
+    created: Instant,
+    sealed: bool,
+    /// Recently written buffers, oldest first.
+    tail: VecDeque<TailChunk>,
+    tail_bytes: usize,
+    /// The most recent buffer holding this segment's last bytes (written or not), used to
+    /// start the next write at an aligned position.
+    last_chunk: Option<TailChunk>,
+}
+
+/// A buffer being filled by appends; it becomes a write when the flusher takes it.
+struct Staging {
+    segment_base: Offset,
+    buf: DmaBuffer,
+    aligned_start: u64,
+    /// Bytes of the previous partial block copied at the start (rewritten, not new).
+    head: usize,
+    len: usize,
+}
+
+/// A closed buffer queued for writing.
+struct FlushJob {
+    segment_base: Offset,
+    file: Rc<DmaFile>,
+    chunk: TailChunk,
+    write_buf: Rc<DmaBuffer>,
+    end_position: u64,
+    end_offset: Offset,
+    /// Newly appended bytes in this job (excludes the rewritten head block).
+    appended_bytes: usize,
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub flush_rounds: u64,
+    pub fdatasyncs: u64,
+    pub bytes_written: u64,
+    pub segments_sealed: u64,
+}
+
+struct Waiter {
+    end_offset: Offset,
+    tx: oneshot::Sender<bool>,
+}
+
+struct LogState {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    log_start_offset: Offset,
+    log_end_offset: Offset,
+    committed_end: Offset,
+    written_since_sync: u64,
+    last_sync: Instant,
+    staging: Option<Staging>,
+    queue: VecDeque<FlushJob>,
+    unflushed_bytes: usize,
+    flushing: bool,
+    /// Segments closed by a roll whose index is written once all their bytes are.
+    seal_pending: Vec<Offset>,
+    sync_timer_armed: bool,
+    failed: bool,
+    waiters: VecDeque<Waiter>,
+    space_waiters: Vec<oneshot::Sender<()>>,
+    producers: ProducerStateTable,
+    alignment: u64,
+    stats: LogStats,
+}
+
+/// A partition log. Clone the `Rc` to share it between tasks on its core.
+pub struct PartitionLog {
+    state: RefCell<LogState>,
+    /// Serializes appends across the roll check and its awaits, so two appends cannot
+    /// both roll the same segment.
+    append_lock: glommio::sync::Semaphore,
+}
+
+fn segment_path(dir: &Path, base: Offset, ext: &str) -> PathBuf {
+    dir.join(format!("{:020}.{ext}", base.0))
+}
+
+fn align_down(v: u64, a: u64) -> u64 {
+    v / a * a
+}
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+async fn open_dma(path: &Path, create: bool) -> Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| EngineError::io("open", path.display(), e.into()))
+}
+
+fn gio<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(glommio::GlommioError<()>) -> EngineError + 'a {
+    move |e| EngineError::io(op, path.display(), e.into())
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(gio("open dir", dir))?;
+    d.sync().await.map_err(gio("sync dir", dir))?;
+    d.close().await.map_err(gio("close dir", dir))?;
+    Ok(())
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<Rc<PartitionLog>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::io("create dir", dir.display(), e))?;
+        let mut bases: Vec<i64> = std::fs::read_dir(dir)
+            .map_err(|e| EngineError::io("list", dir.display(), e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+
+        let mut segments = Vec::new();
+        let mut producers = ProducerStateTable::new();
+        let mut truncated_at: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let (segment, clean) =
+                recover_segment(dir, Offset(base), is_last, &mut producers).await?;
+            segments.push(segment);
+            if !clean && !is_last {
+                truncated_at = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = truncated_at {
+            // Corruption inside a sealed segment: like Kafka, the log ends there. Later
+            // segments cannot be trusted to be contiguous and are removed.
+            for &base in &bases[i + 1..] {
+                tracing::error!(dir = %dir.display(), base, "removing segment after corruption");
+                let _ = std::fs::remove_file(segment_path(dir, Offset(base), "log"));
+                let _ = std::fs::remove_file(segment_path(dir, Offset(base), "index"));
+            }
+            if let Some(last) = segments.last_mut() {
+                last.sealed = false;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(create_segment(dir, Offset::ZERO).await?);
+        }
+        let alignment = segments[0].file.alignment();
+        let log_start_offset = segments[0].base_offset;
+        let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or_default();
+        // The active segment may have been sealed on disk right before a crash; it is
+        // simply reopened for appends.
+        if let Some(last) = segments.last_mut() {
+            if last.sealed {
+                last.sealed = false;
+                let _ = std::fs::remove_file(segment_path(dir, last.base_offset, "index"));
+            }
+        }
+        Ok(Rc::new(PartitionLog {
+            append_lock: glommio::sync::Semaphore::new(1),
+            state: RefCell::new(LogState {
+                dir: dir.to_path_buf(),
+                config,
+                segments,
+                log_start_offset,
+                log_end_offset,
+                committed_end: log_end_offset,
+                written_since_sync: 0,
+                last_sync: Instant::now(),
+                staging: None,
+                queue: VecDeque::new(),
+                unflushed_bytes: 0,
+                flushing: false,
+                seal_pending: Vec::new(),
+                sync_timer_armed: false,
+                failed: false,
+                waiters: VecDeque::new(),
+                space_waiters: Vec::new(),
+                producers,
+                alignment,
+                stats: LogStats::default(),
+            }),
+        }))
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.state.borrow().log_end_offset
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.state.borrow().log_start_offset
+    }
+
+    /// End of the committed prefix: what consumers may read and acks wait for.
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().committed_end
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.state.borrow().config.clone()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.state.borrow_mut().config = config;
+    }
+
+    /// Waits until every staged append is written and every rolled segment sealed
+    /// (used on shutdown and by tests).
+    pub async fn flushed(&self) {
+        loop {
+            {
+                let st = self.state.borrow();
+                if !st.flushing
+                    && st.queue.is_empty()
+                    && st.staging.is_none()
+                    && st.seal_pending.is_empty()
+                {
+                    return;
+                }
+                if st.failed {
+                    return;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Validates `records` (one or more batches), assigns offsets and stages the bytes
+    /// for the next group commit. Returns once offsets are assigned; the ticket resolves
+    /// when the append is committed.
+    pub async fn append(
+        self: &Rc<Self>,
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendTicket> {
+        let batches = batch::split_and_validate(records)?;
+        loop {
+            let wait = {
+                let st = self.state.borrow();
+                if st.failed {
+                    return Err(EngineError::LogFailed);
+                }
+                if st.unflushed_bytes + records.len() > MAX_UNFLUSHED_BYTES_PER_PARTITION
+                    && st.unflushed_bytes > 0
+                {
+                    drop(st);
+                    let (tx, rx) = oneshot::channel();
+                    self.state.borrow_mut().space_waiters.push(tx);
+                    Some(rx)
+                } else {
+                    None
+                }
+            };
+            match wait {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => break,
+            }
+        }
+        // Idempotence: the first batch decides (clients send one batch per partition).
+        let first = batches[0].1;
+        let check = self.state.borrow().producers.check(
+            first.producer_id.get(),
+            first.producer_epoch.get(),
+            first.base_sequence.get(),
+            first.records_count.get(),
+        )?;
+        if let SequenceCheck::Duplicate { base_offset } = check {
+            let st = self.state.borrow();
+            return Ok(AppendTicket {
+                outcome: AppendOutcome {
+                    base_offset,
+                    last_offset: Offset(base_offset.0 + first.last_offset_delta.get() as i64),
+                    duplicate: true,
+                    log_start_offset: st.log_start_offset,
+                },
+                waiter: None,
+            });
+        }
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| EngineError::LogFailed)?;
+        if self.needs_roll(records.len()) {
+            self.roll().await?;
+        }
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        if st.failed {
+            return Err(EngineError::LogFailed);
+        }
+        let base_offset = st.log_end_offset;
+        let mut next = base_offset;
+        for &(pos, header) in &batches {
+            let bytes = &records[pos..pos + header.total_len()];
+            let batch_base = next;
+            stage_batch(
+                st,
+                bytes,
+                batch_base,
+                leader_epoch,
+                header.max_timestamp.get(),
+            );
+            st.producers.record(
+                header.producer_id.get(),
+                header.producer_epoch.get(),
+                header.base_sequence.get(),
+                header.records_count.get(),
+                batch_base,
+            );
+            next = batch_base.next(header.offset_count());
+        }
+        st.log_end_offset = next;
+        st.stats.appends += 1;
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(Waiter {
+            end_offset: next,
+            tx,
+        });
+        let outcome = AppendOutcome {
+            base_offset,
+            last_offset: Offset(next.0 - 1),
+            duplicate: false,
+            log_start_offset: st.log_start_offset,
+        };
+        drop(guard);
+        self.ensure_flusher();
+        Ok(AppendTicket {
+            outcome,
+            waiter: Some(rx),
+        })
+    }
+
+    fn needs_roll(&self, incoming: usize) -> bool {
+        let st = self.state.borrow();
+        let Some(active) = st.segments.last() else {
+            return true;
+        };
+        if active.size == 0 {
+            return false;
+        }
+        let too_big =
+            active.size + incoming as u64 > st.config.segment_bytes.min(MAX_SEGMENT_BYTES);
+        let too_old = st
+            .config
+            .segment_ms
+            .is_some_and(|ms| active.created.elapsed() >= Duration::from_millis(ms));
+        let offsets_overflow = st.log_end_offset.0 - active.base_offset.0 > (u32::MAX / 2) as i64;
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Closes the active segment and opens a new one. The flusher seals the old one
+    /// (trim, sync, index file) after all of its bytes are written.
+    async fn roll(self: &Rc<Self>) -> Result<()> {
+        let (dir, base) = {
+            let mut st = self.state.borrow_mut();
+            close_staging(&mut st);
+            if let Some(active) = st.segments.last() {
+                let b = active.base_offset;
+                st.seal_pending.push(b);
+            }
+            (st.dir.clone(), st.log_end_offset)
+        };
+        let segment = create_segment(&dir, base).await?;
+        self.state.borrow_mut().segments.push(segment);
+        self.ensure_flusher();
+        Ok(())
+    }
+
+    /// Starts the flusher unless it runs. Call with no borrow of the state held:
+    /// glommio may poll a freshly spawned task before `spawn_local` returns.
+    fn ensure_flusher(self: &Rc<Self>) {
+        let start = !std::mem::replace(&mut self.state.borrow_mut().flushing, true);
+        if start {
+            let log = Rc::clone(self);
+            glommio::spawn_local(async move { log.flush_loop().await }).detach();
+        }
+    }
+
+    async fn flush_loop(self: Rc<Self>) {
+        loop {
+            let jobs: Vec<FlushJob> = {
+                let mut st = self.state.borrow_mut();
+                close_staging(&mut st);
+                if (st.queue.is_empty() && st.seal_pending.is_empty()) || st.failed {
+                    st.flushing = false;
+                    return;
+                }
+                st.queue.drain(..).collect()
+            };
+            let mut result = if jobs.is_empty() {
+                Ok(())
+            } else {
+                self.flush_round(&jobs).await
+            };
+            if result.is_ok() {
+                result = self.seal_ready().await;
+            }
+            if let Err(e) = result {
+                tracing::error!(error = %e, "partition write failed; failing the log");
+                let mut st = self.state.borrow_mut();
+                st.failed = true;
+                st.flushing = false;
+                for w in st.waiters.drain(..) {
+                    let _ = w.tx.send(false);
+                }
+                for w in st.space_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    async fn flush_round(self: &Rc<Self>, jobs: &[FlushJob]) -> Result<()> {
+        // Writes of one round go out together (queue depth = jobs); ranges overlap only in
+        // a partial block whose bytes are identical in both buffers.
+        let writes = jobs.iter().map(|j| {
+            let file = Rc::clone(&j.file);
+            let buf = Rc::clone(&j.write_buf);
+            let pos = j.chunk.position;
+            async move { file.write_rc_at(buf, pos).await }
+        });
+        for (r, j) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .zip(jobs)
+        {
+            let path = j
+                .file
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            r.map_err(|e| EngineError::io("write", path, e.into()))?;
+        }
+        let written: u64 = jobs.iter().map(|j| j.chunk.data.len() as u64).sum();
+        let (sync_now, durability) = {
+            let mut st = self.state.borrow_mut();
+            st.written_since_sync += written;
+            st.stats.flush_rounds += 1;
+            st.stats.bytes_written += written;
+            let due = match st.config.durability {
+                Durability::EveryCommit => true,
+                Durability::Interval { interval, bytes } => {
+                    st.written_since_sync >= bytes || st.last_sync.elapsed() >= interval
+                }
+            };
+            (due, st.config.durability)
+        };
+        let mut synced_files: Vec<Rc<DmaFile>> = Vec::new();
+        for j in jobs {
+            if !synced_files.iter().any(|f| Rc::ptr_eq(f, &j.file)) {
+                synced_files.push(Rc::clone(&j.file));
+            }
+        }
+        if sync_now {
+            for f in &synced_files {
+                let path = f
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                f.fdatasync()
+                    .await
+                    .map_err(|e| EngineError::io("fdatasync", path, e.into()))?;
+            }
+            let mut st = self.state.borrow_mut();
+            st.written_since_sync = 0;
+            st.last_sync = Instant::now();
+            st.stats.fdatasyncs += synced_files.len() as u64;
+        } else if let Durability::Interval { interval, .. } = durability {
+            let arm = !std::mem::replace(&mut self.state.borrow_mut().sync_timer_armed, true);
+            if arm {
+                self.schedule_interval_sync(interval, synced_files);
+            }
+        }
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        for j in jobs {
+            st.unflushed_bytes -= j.appended_bytes;
+            if let Some(seg) = st
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == j.segment_base)
+            {
+                seg.committed_size = seg.committed_size.max(j.end_position);
+                seg.tail_bytes += j.chunk.data.len();
+                seg.tail.push_back(j.chunk.clone());
+                while seg.tail_bytes > TAIL_CACHE_BYTES_PER_PARTITION && seg.tail.len() > 1 {
+                    if let Some(old) = seg.tail.pop_front() {
+                        seg.tail_bytes -= old.data.len();
+                    }
+                }
+            }
+            st.committed_end = st.committed_end.max(j.end_offset);
+        }
+        // Only the newest segment keeps a tail; older ones are read from disk.
+        let n = st.segments.len();
+        for seg in st.segments.iter_mut().take(n.saturating_sub(1)) {
+            seg.tail.clear();
+            seg.tail_bytes = 0;
+        }
+        while st
+            .waiters
+            .front()
+            .is_some_and(|w| w.end_offset <= st.committed_end)
+        {
+            if let Some(w) = st.waiters.pop_front() {
+                let _ = w.tx.send(true);
+            }
+        }
+        for w in st.space_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        drain_graveyard();
+        Ok(())
+    }
+
+    /// Under an interval policy, an idle partition still gets its last writes synced
+    /// within one interval. At most one timer is armed per log.
+    fn schedule_interval_sync(self: &Rc<Self>, interval: Duration, files: Vec<Rc<DmaFile>>) {
+        let log = Rc::clone(self);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(interval).await;
+            for f in files {
+                if let Err(e) = f.fdatasync().await {
+                    tracing::error!(error = %e, "interval fdatasync failed; failing the log");
+                    log.state.borrow_mut().failed = true;
+                }
+            }
+            let mut st = log.state.borrow_mut();
+            st.last_sync = Instant::now();
+            st.written_since_sync = 0;
+            st.sync_timer_armed = false;
+        })
+        .detach();
+    }
+
+    /// Seals every pending segment whose bytes have all been written.
+    async fn seal_ready(&self) -> Result<()> {
+        loop {
+            let next = {
+                let st = self.state.borrow();
+                st.seal_pending.first().and_then(|base| {
+                    st.segments
+                        .iter()
+                        .find(|s| s.base_offset == *base)
+                        .filter(|s| s.committed_size == s.size || st.queue.is_empty())
+                        .map(|s| (s.base_offset, Rc::clone(&s.file), s.path.clone()))
+                })
+            };
+            let Some((base, file, path)) = next else {
+                let mut st = self.state.borrow_mut();
+                // A pending seal for a segment that no longer exists is dropped.
+                let known: Vec<Offset> = st.segments.iter().map(|s| s.base_offset).collect();
+                st.seal_pending.retain(|b| known.contains(b));
+                return Ok(());
+            };
+            self.seal_segment(base, &file, &path).await?;
+            self.state.borrow_mut().seal_pending.retain(|b| *b != base);
+        }
+    }
+
+    /// Trims the file to its logical size, syncs it and writes its index file.
+    async fn seal_segment(&self, base: Offset, file: &DmaFile, path: &Path) -> Result<()> {
+        let (summary, encoded, dir) = {
+            let st = self.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.base_offset == base) else {
+                return Ok(());
+            };
+            let summary = SegmentSummary {
+                base_offset: seg.base_offset,
+                next_offset: seg.next_offset,
+                size_bytes: seg.size,
+                max_timestamp: seg.index.max_timestamp(),
+            };
+            (summary, seg.index.encode(&summary), st.dir.clone())
+        };
+        file.truncate(summary.size_bytes)
+            .await
+            .map_err(gio("truncate", path))?;
+        file.fdatasync().await.map_err(gio("fdatasync", path))?;
+        let index_path = segment_path(&dir, base, "index");
+        let tmp_path = segment_path(&dir, base, "index.tmp");
+        let index_file = open_dma(&tmp_path, true).await?;
+        let mut buf = index_file
+            .alloc_dma_buffer(align_up(encoded.len() as u64, index_file.alignment()) as usize);
+        buf.as_bytes_mut().fill(0);
+        buf.as_bytes_mut()[..encoded.len()].copy_from_slice(&encoded);
+        index_file
+            .write_at(buf, 0)
+            .await
+            .map_err(gio("write", &tmp_path))?;
+        index_file
+            .fdatasync()
+            .await
+            .map_err(gio("fdatasync", &tmp_path))?;
+        index_file.close().await.map_err(gio("close", &tmp_path))?;
+        std::fs::rename(&tmp_path, &index_path)
+            .map_err(|e| EngineError::io("rename", index_path.display(), e))?;
+        sync_dir(&dir).await?;
+        let mut st = self.state.borrow_mut();
+        st.stats.segments_sealed += 1;
+        if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == base) {
+            seg.sealed = true;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one containing `start`, up to `max_bytes`
+    /// (at least one batch even if larger, as Kafka does since KIP-74), stopping at the
+    /// high watermark and at the end of the segment holding `start`.
+    pub async fn read(&self, start: Offset, max_bytes: usize) -> Result<ReadOutput> {
+        drain_graveyard();
+        let (file, path, lookup_pos, limit, tail, hw, lso, leo) = {
+            let st = self.state.borrow();
+            let hw = st.committed_end;
+            if start < st.log_start_offset || start > st.log_end_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    requested: start,
+                    log_start: st.log_start_offset,
+                    log_end: st.log_end_offset,
+                });
+            }
+            let out = ReadOutput {
+                chunks: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            };
+            if start >= hw {
+                return Ok(out);
+            }
+            let idx = st.segments.partition_point(|s| s.base_offset <= start);
+            let Some(seg) = idx.checked_sub(1).map(|i| &st.segments[i]) else {
+                return Ok(out);
+            };
+            (
+                Rc::clone(&seg.file),
+                seg.path.clone(),
+                seg.index.lookup(start),
+                seg.committed_size,
+                seg.tail.clone(),
+                hw,
+                st.log_start_offset,
+                st.log_end_offset,
+            )
+        };
+        let mut out = ReadOutput {
+            chunks: Vec::new(),
+            high_watermark: hw,
+            log_start_offset: lso,
+            log_end_offset: leo,
+        };
+        if lookup_pos >= limit {
+            return Ok(out);
+        }
+        let window = (max_bytes.max(1) + READ_WINDOW_BYTES) as u64;
+        let mut view = ByteView::load(
+            &file,
+            &path,
+            &tail,
+            lookup_pos,
+            (limit - lookup_pos).min(window),
+        )
+        .await?;
+        // Find the batch containing `start`.
+        let mut pos = lookup_pos;
+        let first = loop {
+            if pos >= limit {
+                return Ok(out);
+            }
+            let header = match view.header_at(pos) {
+                Some(h) => h,
+                None => {
+                    view =
+                        ByteView::load(&file, &path, &tail, pos, (limit - pos).min(window)).await?;
+                    view.header_at(pos)
+                        .ok_or_else(|| corrupt(&path, pos, "short batch header"))?
+                }
+            };
+            let len = header.total_len() as u64;
+            if len < (BATCH_HEADER_BYTES as u64) || pos + len > limit {
+                return Err(corrupt(&path, pos, "batch crosses the committed end"));
+            }
+            if header.last_offset() >= start.0 {
+                break pos;
+            }
+            pos += len;
+        };
+        // Extend over whole batches while they fit.
+        let mut end = first;
+        loop {
+            if end >= limit {
+                break;
+            }
+            let header = match view.header_at(end) {
+                Some(h) => h,
+                None if end == first => {
+                    view =
+                        ByteView::load(&file, &path, &tail, end, (limit - end).min(window)).await?;
+                    view.header_at(end)
+                        .ok_or_else(|| corrupt(&path, end, "short batch header"))?
+                }
+                None => break,
+            };
+            let len = header.total_len() as u64;
+            if end + len > limit {
+                break;
+            }
+            if end > first && end + len - first > max_bytes as u64 {
+                break;
+            }
+            end += len;
+            if end - first >= max_bytes as u64 {
+                break;
+            }
+        }
+        if !view.covers(first, end) {
+            view = ByteView::load(&file, &path, &tail, first, end - first).await?;
+        }
+        out.chunks = view.slice(first, end);
+        Ok(out)
+    }
+
+    /// Earliest offset whose batch has a max timestamp at or after `timestamp`
+    /// (batch granularity), or None if every committed batch is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>> {
+        let candidates: Vec<(Rc<DmaFile>, PathBuf, u64, u64, Vec<TailChunk>)> = {
+            let st = self.state.borrow();
+            st.segments
+                .iter()
+                .filter(|s| s.index.max_timestamp() >= timestamp && s.committed_size > 0)
+                .map(|s| {
+                    (
+                        Rc::clone(&s.file),
+                        s.path.clone(),
+                        s.index.lookup_time(timestamp),
+                        s.committed_size,
+                        s.tail.iter().cloned().collect(),
+                    )
+                })
+                .collect()
+        };
+        for (file, path, mut pos, limit, tail) in candidates {
+            let tail: VecDeque<TailChunk> = tail.into();
+            while pos < limit {
+                let view = ByteView::load(
+                    &file,
+                    &path,
+                    &tail,
+                    pos,
+                    (limit - pos).min(READ_WINDOW_BYTES as u64),
+                )
+                .await?;
+                let mut advanced = false;
+                while let Some(h) = view.header_at(pos) {
+                    if h.max_timestamp.get() >= timestamp {
+                        return Ok(Some((Offset(h.base_offset.get()), h.max_timestamp.get())));
+                    }
+                    pos += h.total_len() as u64;
+                    advanced = true;
+                    if pos >= limit {
+                        break;
+                    }
+                }
+                if !advanced {
+                    return Err(corrupt(&path, pos, "unreadable batch header"));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Largest timestamp and its offset among committed batches (ListOffsets -3).
+    pub fn max_timestamp(&self) -> i64 {
+        let st = self.state.borrow();
+        st.segments
+            .iter()
+            .map(|s| s.index.max_timestamp())
+            .max()
+            .unwrap_or(-1)
+    }
+
+    /// Deletes whole sealed segments beyond the retention limits. Returns how many.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let victims: Vec<(Offset, Rc<DmaFile>)> = {
+            let mut st = self.state.borrow_mut();
+            if st.config.cleanup_policy != CleanupPolicy::Delete {
+                return Ok(0);
+            }
+            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+            let mut victims = Vec::new();
+            while st.segments.len() > 1 {
+                let oldest = &st.segments[0];
+                if !oldest.sealed {
+                    break;
+                }
+                let over_size = st
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - oldest.size >= limit);
+                let expired = st.config.retention_ms.is_some_and(|ms| {
+                    oldest.index.max_timestamp() >= 0
+                        && oldest.index.max_timestamp() < now_ms - ms as i64
+                });
+                if !(over_size || expired) {
+                    break;
+                }
+                total -= oldest.size;
+                let seg = st.segments.remove(0);
+                victims.push((seg.base_offset, seg.file));
+            }
+            if let Some(first) = st.segments.first() {
+                st.log_start_offset = st.log_start_offset.max(first.base_offset);
+            }
+            victims
+        };
+        let dir = self.state.borrow().dir.clone();
+        for (base, file) in &victims {
+            drop(Rc::clone(file));
+            let _ = std::fs::remove_file(segment_path(&dir, *base, "index"));
+            std::fs::remove_file(segment_path(&dir, *base, "log"))
+                .map_err(|e| EngineError::io("remove", dir.display(), e))?;
+        }
+        if !victims.is_empty() {
+            sync_dir(&dir).await?;
+        }
+        Ok(victims.len())
+    }
+
+    /// Removes every file of this log. The log must not be used afterwards.
+    pub fn delete_files(&self) -> Result<()> {
+        let dir = self.state.borrow().dir.clone();
+        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove dir", dir.display(), e))
+    }
+}
+
+fn corrupt(path: &Path, pos: u64, reason: &str) -> EngineError {
+    EngineError::CorruptSegment {
+        path: path.display().to_string(),
+        reason: format!("{reason} at position {pos}"),
+    }
+}
+
+/// Copies one batch into the open staging buffer (opening one if needed) and patches its
+/// offset and epoch there: the only copy of record bytes on the produce path.
+fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch, max_ts: i64) {
+    let alignment = st.alignment;
+    let seg_idx = st.segments.len() - 1;
+    let fits = st
+        .staging
+        .as_ref()
+        .is_some_and(|s| s.len + bytes.len() <= s.buf.len());
+    if !fits {
+        close_staging(st);
+        let seg = &st.segments[seg_idx];
+        let aligned_start = align_down(seg.size, alignment);
+        let head = (seg.size - aligned_start) as usize;
+        let capacity = align_up(
+            (head + bytes.len()).max(STAGING_BUFFER_BYTES / 32) as u64,
+            alignment,
+        ) as usize;
+        let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + bytes.len()));
+        if head > 0 {
+            // The partial block already on disk: rewrite it unchanged.
+            let last = seg
+                .last_chunk
+                .as_ref()
+                .expect("a segment with a partial block has a last chunk");
+            let from = (aligned_start - last.position) as usize;
+            buf.as_bytes_mut()[..head].copy_from_slice(&last.data[from..from + head]);
+        }
+        st.staging = Some(Staging {
+            segment_base: seg.base_offset,
+            buf,
+            aligned_start,
+            head,
+            len: head,
+        });
+    }
+    let staging = st.staging.as_mut().expect("opened above");
+    let dst = &mut staging.buf.as_bytes_mut()[staging.len..staging.len + bytes.len()];
+    dst.copy_from_slice(bytes);
+    batch::patch(dst, base.0, epoch.0);
+    staging.len += bytes.len();
+    st.unflushed_bytes += bytes.len();
+    let seg = &mut st.segments[seg_idx];
+    seg.index.on_batch(base, seg.size, max_ts);
+    seg.size += bytes.len() as u64;
+    let header = batch::parse_header(bytes).expect("validated");
+    seg.next_offset = base.next(header.offset_count());
+}
+
+/// Freezes the open staging buffer into a flush job.
+fn close_staging(st: &mut LogState) {
+    let Some(mut staging) = st.staging.take() else {
+        return;
+    };
+    let alignment = st.alignment;
+    let write_len = align_up(staging.len as u64, alignment) as usize;
+    staging.buf.as_bytes_mut()[staging.len..write_len].fill(0);
+    staging.buf.trim_to_size(write_len);
+    let write_buf = Rc::new(staging.buf);
+    let data = home_bytes(Rc::clone(&write_buf)).slice(..staging.len);
+    let chunk = TailChunk {
+        position: staging.aligned_start,
+        data,
+    };
+    let Some(seg) = st
+        .segments
+        .iter_mut()
+        .find(|s| s.base_offset == staging.segment_base)
+    else {
+        return;
+    };
+    seg.last_chunk = Some(chunk.clone());
+    st.queue.push_back(FlushJob {
+        segment_base: staging.segment_base,
+        file: Rc::clone(&seg.file),
+        end_position: seg.size,
+        end_offset: seg.next_offset,
+        chunk,
+        write_buf,
+        appended_bytes: staging.len - staging.head,
+    });
+}
+
+async fn create_segment(dir: &Path, base: Offset) -> Result<Segment> {
+    let path = segment_path(dir, base, "log");
+    let file = open_dma(&path, true).await?;
+    sync_dir(dir).await?;
+    Ok(Segment {
+        base_offset: base,
+        file: Rc::new(file),
+        path,
+        index: SegmentIndex::new(base),
+        size: 0,
+        committed_size: 0,
+        next_offset: base,
+        created: Instant::now(),
+        sealed: false,
+        tail: VecDeque::new(),
+        tail_bytes: 0,
+        last_chunk: None,
+    })
+}
+
+/// Opens one segment on start-up. A sealed segment with a valid index matching its
+/// size is trusted as is; any other segment is scanned batch by batch, its CRCs checked,
+/// its index rebuilt and a torn tail truncated. Returns whether it was clean.
+async fn recover_segment(
+    dir: &Path,
+    base: Offset,
+    is_last: bool,
+    producers: &mut ProducerStateTable,
+) -> Result<(Segment, bool)> {
+    let path = segment_path(dir, base, "log");
+    let file = open_dma(&path, false).await?;
+    let file_size = file.file_size().await.map_err(gio("stat", &path))?;
+    let index_path = segment_path(dir, base, "index");
+    let _ = std::fs::remove_file(segment_path(dir, base, "index.tmp"));
+    if !is_last {
+        if let Ok(bytes) = std::fs::read(&index_path) {
+            match SegmentIndex::decode(&bytes) {
+                Ok((index, summary))
+                    if summary.size_bytes == file_size && summary.base_offset == base =>
+                {
+                    return Ok((
+                        Segment {
+                            base_offset: base,
+                            file: Rc::new(file),
+                            path,
+                            index,
+                            size: file_size,
+                            committed_size: file_size,
+                            next_offset: summary.next_offset,
+                            created: Instant::now(),
+                            sealed: true,
+                            tail: VecDeque::new(),
+                            tail_bytes: 0,
+                            last_chunk: None,
+                        },
+                        true,
+                    ));
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %index_path.display(), "index does not match its segment; rebuilding")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %index_path.display(), error = %e, "corrupt index; rebuilding")
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&index_path);
+    let mut index = SegmentIndex::new(base);
+    let mut next_offset = base;
+    let mut pos: u64 = 0;
+    let mut want = READ_WINDOW_BYTES.max(1 << 20) as u64;
+    let mut expected_next = base;
+    let clean = 'scan: loop {
+        if pos >= file_size {
+            break true;
+        }
+        let len = want.min(file_size - pos);
+        let data = file
+            .read_at(pos, len as usize)
+            .await
+            .map_err(gio("read", &path))?;
+        let mut off = 0usize;
+        while off < data.len() {
+            match batch::scan_step(&data[off..]) {
+                ScanStep::Batch { header, len } => {
+                    // Offsets must be dense and increasing across batches.
+                    if header.base_offset.get() != expected_next.0 {
+                        tracing::warn!(path = %path.display(), pos = pos + off as u64, "offset discontinuity; truncating");
+                        pos += off as u64;
+                        break 'scan false;
+                    }
+                    let batch_pos = pos + off as u64;
+                    index.on_batch(
+                        Offset(header.base_offset.get()),
+                        batch_pos,
+                        header.max_timestamp.get(),
+                    );
+                    producers.record(
+                        header.producer_id.get(),
+                        header.producer_epoch.get(),
+                        header.base_sequence.get(),
+                        header.records_count.get(),
+                        Offset(header.base_offset.get()),
+                    );
+                    expected_next = Offset(header.last_offset() + 1);
+                    next_offset = expected_next;
+                    off += len;
+                }
+                ScanStep::Incomplete { needed } => {
+                    if pos + off as u64 + needed as u64 > file_size {
+                        pos += off as u64;
+                        break 'scan false;
+                    }
+                    want = want.max(needed as u64);
+                    break;
+                }
+                ScanStep::End(reason) => {
+                    // Zero padding after the last batch is the normal end of an active
+                    // segment, anything else is a torn or corrupt tail.
+                    let rest = &data[off..];
+                    let zeros = rest.iter().take(4096).all(|&b| b == 0);
+                    if !zeros {
+                        tracing::warn!(path = %path.display(), pos = pos + off as u64, %reason, "invalid batch; truncating");
+                    }
+                    pos += off as u64;
+                    break 'scan zeros;
+                }
+            }
+        }
+        pos += off as u64;
+    };
+    let valid_len = pos.min(file_size);
+    if valid_len != file_size && !clean {
+        tracing::warn!(path = %path.display(), valid_len, file_size, "truncating segment tail");
+    }
+    if valid_len != file_size {
+        file.truncate(valid_len)
+            .await
+            .map_err(gio("truncate", &path))?;
+    }
+    // Whatever recovery keeps is synced before it is served as committed.
+    file.fdatasync().await.map_err(gio("fdatasync", &path))?;
+    // The partial last block must be in memory so the next append can rewrite it.
+    let alignment = file.alignment();
+    let aligned = align_down(valid_len, alignment);
+    let last_chunk = if valid_len > aligned {
+        let rr = file
+            .read_at(aligned, (valid_len - aligned) as usize)
+            .await
+            .map_err(gio("read", &path))?;
+        Some(TailChunk {
+            position: aligned,
+            data: home_bytes(rr),
+        })
+    } else {
+        None
+    };
+    Ok((
+        Segment {
+            base_offset: base,
+            file: Rc::new(file),
+            path,
+            index,
+            size: valid_len,
+            committed_size: valid_len,
+            next_offset,
+            created: Instant::now(),
+            sealed: false,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            last_chunk,
+        },
+        clean || is_last,
+    ))
+}
+
+/// A contiguous range of segment bytes, from the tail cache or one disk read.
+struct ByteView {
+    start: u64,
+    pieces: Vec<(u64, Bytes)>,
+    end: u64,
+}
+
+impl ByteView {
+    async fn load(
+        file: &DmaFile,
+        path: &Path,
+        tail: &VecDeque<TailChunk>,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteView> {
+        let end = start + len;
+        // Serve from the tail when it covers [start, end). Chunks are in position order
+        // and may overlap (a chunk re-covers its predecessor's partial last block).
+        let mut pieces = Vec::new();
+        let mut cursor = start;
+        for c in tail.iter() {
+            let c_end = c.position + c.data.len() as u64;
+            if c_end <= cursor {
+                continue;
+            }
+            if c.position > cursor {
+                break;
+            }
+            let from = (cursor - c.position) as usize;
+            let to = (end.min(c_end) - c.position) as usize;
+            pieces.push((cursor, c.data.slice(from..to)));
+            cursor = end.min(c_end);
+            if cursor >= end {
+                return Ok(ByteView { start, pieces, end });
+            }
+        }
+        let rr = file
+            .read_at(start, len as usize)
+            .await
+            .map_err(gio("read", path))?;
+        if (rr.len() as u64) < len {
+            return Err(corrupt(path, start + rr.len() as u64, "short read"));
+        }
+        Ok(ByteView {
+            start,
+            pieces: vec![(start, home_bytes(rr))],
+            end,
+        })
+    }
+
+    fn covers(&self, from: u64, to: u64) -> bool {
+        self.start <= from && to <= self.end
+    }
+
+    /// The batch header at `pos`, if the view holds all 61 bytes of it.
+    fn header_at(&self, pos: u64) -> Option<batch::BatchHeader> {
+        if pos < self.start || pos + BATCH_HEADER_BYTES as u64 > self.end {
+            return None;
+        }
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        let mut filled = 0;
+        for (p, b) in &self.pieces {
+            let p_end = p + b.len() as u64;
+            let want_from = pos + filled as u64;
+            if p_end <= want_from || *p > want_from {
+                continue;
+            }
+            let from = (want_from - p) as usize;
+            let n = (BATCH_HEADER_BYTES - filled).min(b.len() - from);
+            buf[filled..filled + n].copy_from_slice(&b[from..from + n]);
+            filled += n;
+            if filled == BATCH_HEADER_BYTES {
+                break;
+            }
+        }
+        batch::parse_header(&buf).ok()
+    }
+
+    fn slice(&self, from: u64, to: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut cursor = from;
+        for (p, b) in &self.pieces {
+            let p_end = p + b.len() as u64;
+            if p_end <= cursor || *p > cursor || cursor >= to {
+                continue;
+            }
+            let a = (cursor - p) as usize;
+            let z = (to.min(p_end) - p) as usize;
+            out.push(b.slice(a..z));
+            cursor = to.min(p_end);
+        }
+        out
+    }
+}

@@ -1,0 +1,277 @@
+//! The thread-per-core runtime: one pinned glommio executor per core, a full mesh of
+//! bounded channels between them, and the deterministic shard table.
+//!
+//! Invariants: a partition is owned by exactly one shard, given by [`shard_for`], which
+//! every core computes identically; cross-core work is a message carrying a closure
+//! that runs on the owning shard, never a lock on shared data.
+
+use std::future::Future;
+use std::path::Path;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::error::{EngineError, Result};
+use crate::limits::{IO_MEMORY_BYTES_PER_SHARD, SHARD_CHANNEL_CAPACITY};
+use crate::types::ShardId;
+
+/// The shard that owns `partition` of `topic` among `shard_count` shards. Spreads the
+/// partitions of one topic round-robin from a per-topic starting shard.
+pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> ShardId {
+    let start = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
+    ShardId((start.wrapping_add(partition as u64) % shard_count.max(1) as u64) as usize)
+}
+
+type ShardTask = Box<dyn FnOnce() + Send>;
+
+/// A shard's handle on the runtime: who it is and how to reach the others.
+#[derive(Clone)]
+pub struct ShardContext {
+    id: ShardId,
+    count: usize,
+    senders: Rc<Senders<ShardTask>>,
+}
+
+impl ShardContext {
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Runs `f` on `shard` and returns its result here. On the same shard it runs
+    /// inline; otherwise the closure hops over the mesh (waiting if that channel is
+    /// full) and the result comes back over a oneshot. Neither reactor blocks.
+    pub async fn run_on<R, F, Fut>(&self, shard: ShardId, f: F) -> Result<R>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if shard == self.id {
+            return Ok(f().await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let task: ShardTask = Box::new(move || {
+            glommio::spawn_local(async move {
+                let _ = tx.send(f().await);
+            })
+            .detach();
+        });
+        self.senders
+            .send_to(shard.0, task)
+            .await
+            .map_err(|_| EngineError::ShardGone)?;
+        rx.await.map_err(|_| EngineError::ShardGone)
+    }
+}
+
+/// How the runtime is laid out.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// CPU ids to pin one shard each to.
+    pub cpus: Vec<usize>,
+    pub io_memory_bytes: usize,
+}
+
+impl RuntimeConfig {
+    pub fn with_cores(cores: Option<usize>) -> Self {
+        let available = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let n = cores.unwrap_or(available).clamp(1, available.max(1));
+        RuntimeConfig {
+            cpus: (0..n).collect(),
+            io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD,
+        }
+    }
+}
+
+/// Checks (and, within the hard limit, raises) RLIMIT_MEMLOCK so that every executor
+/// can register its io_uring buffers. Fails with a clear message instead of letting
+/// glommio hit ENOMEM later.
+pub fn ensure_memlock(config: &RuntimeConfig) -> Result<()> {
+    // Registered buffers plus a margin for the rings themselves on older kernels.
+    let needed = (config.io_memory_bytes as u64 + 512 * 1024) * config.cpus.len() as u64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effects.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Err(EngineError::MemlockTooLow(format!(
+            "getrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= needed {
+        return Ok(());
+    }
+    if lim.rlim_max == libc::RLIM_INFINITY || lim.rlim_max >= needed {
+        let raised = libc::rlimit {
+            rlim_cur: if lim.rlim_max == libc::RLIM_INFINITY {
+                needed
+            } else {
+                lim.rlim_max.min(needed.max(lim.rlim_cur))
+            },
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct; raising the soft limit up to the hard
+        // limit is always permitted.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            return Ok(());
+        }
+    }
+    Err(EngineError::MemlockTooLow(format!(
+        "RLIMIT_MEMLOCK is {} KiB (hard limit {} KiB) but {} cores need {} KiB of locked \
+         memory for io_uring registered buffers. Raise it (`ulimit -l {}` or \
+         LimitMEMLOCK= in a systemd unit) or run with fewer --cores.",
+        lim.rlim_cur / 1024,
+        if lim.rlim_max == libc::RLIM_INFINITY {
+            u64::MAX / 1024
+        } else {
+            lim.rlim_max / 1024
+        },
+        config.cpus.len(),
+        needed / 1024,
+        needed / 1024
+    )))
+}
+
+/// Must run on every executor before it opens a DMA file on `data_dir`'s device.
+///
+/// glommio 0.9 probes IOPOLL support with a read at offset 0 of the first DMA file it
+/// opens on a device; if that file is empty the read "succeeds" with 0 bytes, glommio
+/// caches "pollable" for the device (per thread), and every later DMA read on the device
+/// fails with EOPNOTSUPP on devices without poll queues (virtio here). Opening a
+/// non-empty file first makes the probe see the real answer. See docs/glommio.md.
+pub async fn prepare_io(data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| EngineError::io("create dir", data_dir.display(), e))?;
+    let probe = data_dir.join(".io-probe");
+    let ok = std::fs::metadata(&probe)
+        .map(|m| m.len() >= 4096)
+        .unwrap_or(false);
+    if !ok {
+        std::fs::write(&probe, vec![0u8; 4096])
+            .map_err(|e| EngineError::io("write", probe.display(), e))?;
+    }
+    let f = glommio::io::DmaFile::open(&probe)
+        .await
+        .map_err(|e| EngineError::io("open", probe.display(), e.into()))?;
+    let r = f.read_at(0, 4096).await;
+    let _ = f.close().await;
+    r.map(|_| ())
+        .map_err(|e| EngineError::io("probe read", probe.display(), e.into()))
+}
+
+/// Starts one pinned executor per configured CPU, connects the mesh, and runs
+/// `per_shard` on each. Returns when every shard's future has finished.
+pub fn run<F, Fut>(config: &RuntimeConfig, per_shard: F) -> Result<()>
+where
+    F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    ensure_memlock(config)?;
+    let count = config.cpus.len();
+    let mesh = MeshBuilder::<ShardTask, _>::full(count, SHARD_CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(count);
+    for &cpu in &config.cpus {
+        let mesh = mesh.clone();
+        let per_shard = per_shard.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{cpu}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || async move {
+                let (senders, mut receivers) = match mesh.join().await {
+                    Ok(pair) => pair,
+                    Err(_) => {
+                        tracing::error!("shard mesh failed to connect");
+                        return;
+                    }
+                };
+                let id = ShardId(senders.peer_id());
+                for (_, rx) in receivers.streams() {
+                    glommio::spawn_local(async move {
+                        while let Some(task) = rx.recv().await {
+                            task();
+                        }
+                    })
+                    .detach();
+                }
+                let ctx = ShardContext {
+                    id,
+                    count,
+                    senders: Rc::new(senders),
+                };
+                per_shard(ctx).await;
+            })
+            .map_err(|e| {
+                EngineError::io(
+                    "spawn executor",
+                    format!("cpu {cpu}"),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+        handles.push(handle);
+    }
+    for h in handles {
+        h.join().map_err(|e| {
+            EngineError::io(
+                "join executor",
+                "shard",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_table_is_deterministic_and_spreads() {
+        let n = 4;
+        let a: Vec<_> = (0..8).map(|p| shard_for("orders", p, n)).collect();
+        let b: Vec<_> = (0..8).map(|p| shard_for("orders", p, n)).collect();
+        assert_eq!(a, b);
+        for s in 0..n {
+            assert_eq!(a.iter().filter(|x| x.0 == s).count(), 2);
+        }
+        assert_eq!(shard_for("x", 5, 1), ShardId(0));
+    }
+
+    #[test]
+    fn hop_runs_on_the_owner_and_returns() {
+        let config = RuntimeConfig::with_cores(Some(2));
+        let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r2 = results.clone();
+        run(&config, move |ctx| {
+            let results = r2.clone();
+            async move {
+                let other = ShardId((ctx.id().0 + 1) % ctx.count());
+                let me = ctx.id();
+                let seen = ctx
+                    .run_on(other, move || async move {
+                        (std::thread::current().name().unwrap_or("").to_string(), me)
+                    })
+                    .await
+                    .unwrap();
+                results.lock().unwrap().push((me, seen));
+            }
+        })
+        .unwrap();
+        let results = results.lock().unwrap();
+        assert_eq!(results.len(), 2);
+        for (me, (thread, asked_by)) in results.iter() {
+            assert_eq!(me, asked_by);
+            assert!(thread.starts_with("shard-"));
+        }
+    }
+}

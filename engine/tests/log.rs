@@ -1,0 +1,477 @@
+//! The partition log against real files on this machine's disk, through io_uring.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use quiver_engine::batch::{self, build};
+use quiver_engine::log::{Durability, LogConfig, PartitionLog};
+use quiver_engine::runtime::prepare_io;
+use quiver_engine::types::{LeaderEpoch, Offset};
+use quiver_engine::EngineError;
+
+fn test_dir(name: &str) -> PathBuf {
+    // Under target/ (ext4): /tmp may be tmpfs, where O_DIRECT is unavailable.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("log-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run<F, Fut>(name: &str, f: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let dir = test_dir(name);
+    let d2 = dir.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            prepare_io(&d2).await.unwrap();
+            f(d2).await
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value-{i:08}-{}", "x".repeat(i % 200)).into_bytes()
+}
+
+fn batch_of(start: usize, n: usize) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = (start..start + n).map(value).collect();
+    let recs: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
+    build::batch(&recs, 1_000 + start as i64)
+}
+
+/// Splits read output into batches and checks each: CRC, dense offsets, contents.
+fn check_batches(chunks: &[bytes::Bytes], first_expected: i64) -> i64 {
+    let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let mut pos = 0;
+    let mut next = None::<i64>;
+    while pos < all.len() {
+        let h = batch::parse_header(&all[pos..]).unwrap();
+        let len = h.total_len();
+        batch::validate_batch(&all[pos..pos + len]).expect("served batch must be valid");
+        if let Some(n) = next {
+            assert_eq!(h.base_offset.get(), n, "offsets must be dense");
+        } else {
+            assert!(h.base_offset.get() <= first_expected && first_expected <= h.last_offset());
+        }
+        next = Some(h.last_offset() + 1);
+        pos += len;
+    }
+    next.unwrap_or(first_expected)
+}
+
+/// Byte positions where each batch starts in an unpadded sequence of `batch_of` batches.
+fn batch_positions(batches: usize, per_batch: usize) -> Vec<usize> {
+    let mut out = vec![0];
+    for b in 0..batches {
+        let last = *out.last().unwrap();
+        out.push(last + batch_of(b * per_batch, per_batch).len());
+    }
+    out
+}
+
+async fn append_n(log: &Rc<PartitionLog>, batches: usize, per_batch: usize) {
+    let mut tickets = Vec::new();
+    for b in 0..batches {
+        let t = log
+            .append(&batch_of(b * per_batch, per_batch), LeaderEpoch(3))
+            .await
+            .unwrap();
+        assert_eq!(t.outcome().base_offset, Offset((b * per_batch) as i64));
+        tickets.push(t);
+    }
+    for t in tickets {
+        t.committed().await.unwrap();
+    }
+    log.flushed().await;
+}
+
+#[test]
+fn append_then_read_everything() {
+    run("roundtrip", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        append_n(&log, 50, 10).await;
+        assert_eq!(log.log_end_offset(), Offset(500));
+        assert_eq!(log.high_watermark(), Offset(500));
+        let out = log.read(Offset(0), 10 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), 500);
+        // Mid-batch start returns the batch containing it.
+        let out = log.read(Offset(255), 10 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 255), 500);
+        // At the high watermark: empty; beyond the end: out of range.
+        assert_eq!(log.read(Offset(500), 1 << 20).await.unwrap().total_len(), 0);
+        assert!(matches!(
+            log.read(Offset(501), 1).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
+        // Patched epoch is visible.
+        let h = batch::parse_header(&out.chunks[0]).unwrap();
+        assert_eq!(h.partition_leader_epoch.get(), 3);
+    });
+}
+
+#[test]
+fn max_bytes_returns_whole_batches_and_at_least_one() {
+    run("maxbytes", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        append_n(&log, 20, 10).await;
+        let pos = batch_positions(20, 10);
+        let out = log.read(Offset(0), 1).await.unwrap();
+        assert_eq!(out.total_len(), pos[1], "at least one whole batch");
+        // A limit between the 3rd and 4th batch ends yields exactly 3 batches.
+        let out = log.read(Offset(0), pos[3] + 5).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), 30);
+        assert_eq!(out.total_len(), pos[3]);
+        let out = log.read(Offset(0), pos[3]).await.unwrap();
+        assert_eq!(out.total_len(), pos[3]);
+    });
+}
+
+#[test]
+fn group_commit_coalesces_concurrent_appends() {
+    run("groupcommit", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let t = log.append(&batch_of(i, 1), LeaderEpoch(0)).await.unwrap();
+                t.committed().await.unwrap()
+            }));
+        }
+        let mut offsets: Vec<i64> = Vec::new();
+        for t in tasks {
+            offsets.push(t.await.base_offset.0);
+        }
+        offsets.sort();
+        assert_eq!(offsets, (0..200).collect::<Vec<_>>());
+        let stats = log.stats();
+        assert_eq!(stats.appends, 200);
+        assert!(stats.fdatasyncs < 100, "no coalescing: {stats:?}");
+    });
+}
+
+#[test]
+fn restart_recovers_and_continues() {
+    run("restart", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap();
+            append_n(&log, 30, 7).await;
+        }
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), Offset(210));
+        assert_eq!(log.high_watermark(), Offset(210));
+        let t = log.append(&batch_of(0, 5), LeaderEpoch(4)).await.unwrap();
+        assert_eq!(t.outcome().base_offset, Offset(210));
+        t.committed().await.unwrap();
+        let out = log.read(Offset(0), 100 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), 215);
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_on_recovery() {
+    run("torn", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap();
+            append_n(&log, 10, 10).await;
+        }
+        let seg = dir.join(format!("{:020}.log", 0));
+        let good_len = batch_positions(10, 10)[10] as u64;
+        assert!(std::fs::metadata(&seg).unwrap().len() >= good_len);
+        // Half a batch of garbage after the last good batch, as a torn write leaves.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mut torn = batch_of(100, 10);
+        torn[0..8].copy_from_slice(&100i64.to_be_bytes());
+        torn.truncate(torn.len() / 2);
+        bytes.truncate(good_len as usize);
+        bytes.extend_from_slice(&torn);
+        std::fs::write(&seg, &bytes).unwrap();
+        // And flip a byte inside the last complete batch too? No: that one was acked.
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), Offset(100));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
+        let t = log.append(&batch_of(0, 1), LeaderEpoch(0)).await.unwrap();
+        t.committed().await.unwrap();
+        let out = log.read(Offset(0), 100 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), 101);
+    });
+}
+
+#[test]
+fn corrupt_batch_in_active_segment_ends_the_log_there() {
+    run("corrupt", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap();
+            append_n(&log, 10, 10).await;
+        }
+        let seg = dir.join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let pos = batch_positions(10, 10);
+        bytes[pos[5] + 70] ^= 0x40; // inside the 6th batch's records
+        std::fs::write(&seg, &bytes).unwrap();
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            log.log_end_offset(),
+            Offset(50),
+            "never serve past a checksum failure"
+        );
+        let out = log.read(Offset(0), 100 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), 50);
+    });
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn segments_roll_seal_and_reload_with_indexes() {
+    run("roll", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await; // ~400 KiB
+            assert!(
+                log.segment_count() >= 5,
+                "segments: {}",
+                log.segment_count()
+            );
+            assert!(log.stats().segments_sealed >= 4);
+        }
+        let indexes = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "index")
+            })
+            .count();
+        assert!(indexes >= 4);
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        // Read everything back across segments, from disk (the tail was lost on restart).
+        let mut next = 0i64;
+        while next < 2000 {
+            let out = log.read(Offset(next), 32 * 1024).await.unwrap();
+            assert!(out.total_len() > 0);
+            next = check_batches(&out.chunks, next);
+        }
+        assert_eq!(next, 2000);
+        // Random starts land on the right batch.
+        for start in [0i64, 1, 999, 1000, 1234, 1999] {
+            let out = log.read(Offset(start), 1).await.unwrap();
+            check_batches(&out.chunks, start);
+        }
+    });
+}
+
+#[test]
+fn missing_or_corrupt_index_is_rebuilt() {
+    run("reindex", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let mut idx: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "index"))
+            .collect();
+        idx.sort();
+        std::fs::remove_file(&idx[0]).unwrap();
+        let mut b = std::fs::read(&idx[1]).unwrap();
+        b[40] ^= 0xff;
+        std::fs::write(&idx[1], b).unwrap();
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        for start in [0i64, 333, 777, 1999] {
+            let out = log.read(Offset(start), 1).await.unwrap();
+            check_batches(&out.chunks, start);
+        }
+    });
+}
+
+#[test]
+fn retention_by_size_deletes_whole_old_segments() {
+    run("retention", |dir| async move {
+        let config = LogConfig {
+            retention_bytes: Some(128 * 1024),
+            retention_ms: None,
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        append_n(&log, 400, 5).await;
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert!(deleted > 0);
+        assert_eq!(log.segment_count(), before - deleted);
+        assert!(
+            log.size_bytes() >= 128 * 1024,
+            "size {} segs {} deleted {deleted} before {before}",
+            log.size_bytes(),
+            log.segment_count()
+        );
+        let start = log.log_start_offset();
+        assert!(start > Offset(0));
+        assert!(matches!(
+            log.read(Offset(0), 1).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
+        let out = log.read(start, 1).await.unwrap();
+        check_batches(&out.chunks, start.0);
+        drop(log);
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_start_offset(), start);
+    });
+}
+
+#[test]
+fn retention_by_time() {
+    run("retention-time", |dir| async move {
+        let config = LogConfig {
+            retention_ms: Some(1000),
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        append_n(&log, 200, 5).await; // timestamps ~1000..2000 ms
+        let deleted = log.enforce_retention(1_000_000).await.unwrap();
+        assert_eq!(deleted, log.stats().segments_sealed as usize);
+        assert_eq!(log.segment_count(), 1);
+    });
+}
+
+#[test]
+fn idempotent_retry_is_not_stored_twice() {
+    run("idempotent", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        let b = build::batch_with_producer(&[(None, b"a"), (None, b"b")], 5, 42, 0, 0);
+        let first = log
+            .append(&b, LeaderEpoch(0))
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+        let again = log
+            .append(&b, LeaderEpoch(0))
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.base_offset, first.base_offset);
+        assert_eq!(log.log_end_offset(), Offset(2));
+        let gap = build::batch_with_producer(&[(None, b"c")], 5, 42, 0, 5);
+        assert!(matches!(
+            log.append(&gap, LeaderEpoch(0)).await,
+            Err(EngineError::OutOfOrderSequence { .. })
+        ));
+        let next = build::batch_with_producer(&[(None, b"c")], 5, 42, 0, 2);
+        log.append(&next, LeaderEpoch(0))
+            .await
+            .unwrap()
+            .committed()
+            .await
+            .unwrap();
+        drop(log);
+        // Producer state is rebuilt from the log on restart.
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        let t = log.append(&next, LeaderEpoch(0)).await.unwrap();
+        assert!(t.outcome().duplicate);
+    });
+}
+
+#[test]
+fn invalid_batches_are_rejected_and_not_stored() {
+    run("invalid", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        let mut b = batch_of(0, 3);
+        let n = b.len();
+        b[n - 1] ^= 1;
+        assert!(matches!(
+            log.append(&b, LeaderEpoch(0)).await,
+            Err(EngineError::InvalidBatch(_))
+        ));
+        assert!(log.append(&[1, 2, 3], LeaderEpoch(0)).await.is_err());
+        assert_eq!(log.log_end_offset(), Offset(0));
+    });
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_batch_at_or_after() {
+    run("timestamps", |dir| async move {
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        append_n(&log, 100, 5).await; // batch b has timestamp 1000 + 5b
+        let (off, ts) = log
+            .offset_for_timestamp(1000 + 5 * 40)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((off, ts), (Offset(200), 1200));
+        let (off, _) = log.offset_for_timestamp(1202).await.unwrap().unwrap();
+        assert_eq!(off, Offset(205));
+        assert_eq!(
+            log.offset_for_timestamp(0).await.unwrap().unwrap().0,
+            Offset(0)
+        );
+        assert!(log.offset_for_timestamp(1_000_000).await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn interval_durability_commits_on_write_and_syncs_later() {
+    run("interval", |dir| async move {
+        let config = LogConfig {
+            durability: Durability::Interval {
+                interval: std::time::Duration::from_millis(50),
+                bytes: u64::MAX,
+            },
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        append_n(&log, 10, 10).await;
+        assert_eq!(log.high_watermark(), Offset(100));
+        glommio::timer::sleep(std::time::Duration::from_millis(120)).await;
+        assert_eq!(
+            log.stats().fdatasyncs,
+            0,
+            "syncs happen on the timer, not per commit"
+        );
+    });
+}

@@ -4,6 +4,7 @@
 //! pinned glommio executor); other shards reach it by message passing.
 
 pub mod batch;
+pub mod catalog;
 pub mod error;
 pub mod foreign;
 pub mod index;

@@ -206,6 +206,8 @@ struct LogState {
     sync_timer_armed: bool,
     failed: bool,
     waiters: VecDeque<Waiter>,
+    /// Long-polling readers waiting for the high watermark to move.
+    hw_watchers: Vec<oneshot::Sender<()>>,
     space_waiters: Vec<oneshot::Sender<()>>,
     producers: ProducerStateTable,
     alignment: u64,
@@ -331,6 +333,7 @@ impl PartitionLog {
                 sync_timer_armed: false,
                 failed: false,
                 waiters: VecDeque::new(),
+                hw_watchers: Vec::new(),
                 space_waiters: Vec::new(),
                 producers,
                 alignment,
@@ -350,6 +353,21 @@ impl PartitionLog {
     /// End of the committed prefix: what consumers may read and acks wait for.
     pub fn high_watermark(&self) -> Offset {
         self.state.borrow().committed_end
+    }
+
+    /// Resolves once the high watermark is above `offset` (at once if it already is).
+    /// The receiver is `Send`, so a fetch on another core can wait on it.
+    pub fn watch_high_watermark(&self, offset: Offset) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.borrow_mut();
+        if st.committed_end > offset || st.failed {
+            let _ = tx.send(());
+        } else {
+            // Watchers whose fetch already returned are dropped here, bounding the list.
+            st.hw_watchers.retain(|w| !w.is_canceled());
+            st.hw_watchers.push(tx);
+        }
+        rx
     }
 
     pub fn config(&self) -> LogConfig {
@@ -679,6 +697,9 @@ impl PartitionLog {
             }
         }
         for w in st.space_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        for w in st.hw_watchers.drain(..) {
             let _ = w.send(());
         }
         drain_graveyard();

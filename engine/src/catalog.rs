@@ -91,7 +91,9 @@ pub fn validate_config(key: &str, value: &str) -> Result<String> {
             }
             Ok(v.to_string())
         }
-        _ => Err(EngineError::InvalidConfig(format!("unknown or unsupported config {key}"))),
+        _ => Err(EngineError::InvalidConfig(format!(
+            "unknown or unsupported config {key}"
+        ))),
     }
 }
 
@@ -109,7 +111,11 @@ impl TopicMeta {
             normalised.insert(k, v);
         }
         let mut topic_id = [0u8; 16];
-        let seed = format!("{name}{:?}{}", std::time::SystemTime::now(), std::process::id());
+        let seed = format!(
+            "{name}{:?}{}",
+            std::time::SystemTime::now(),
+            std::process::id()
+        );
         let first = xxh3_64(seed.as_bytes()).to_le_bytes();
         topic_id[..8].copy_from_slice(&first);
         topic_id[8..].copy_from_slice(&xxh3_64(&first).to_le_bytes());
@@ -135,8 +141,16 @@ impl TopicMeta {
                 CleanupPolicy::Delete => "delete".into(),
                 CleanupPolicy::Compact => "compact".into(),
             },
-            "retention.ms" => defaults.retention_ms.map(|v| v as i64).unwrap_or(-1).to_string(),
-            "retention.bytes" => defaults.retention_bytes.map(|v| v as i64).unwrap_or(-1).to_string(),
+            "retention.ms" => defaults
+                .retention_ms
+                .map(|v| v as i64)
+                .unwrap_or(-1)
+                .to_string(),
+            "retention.bytes" => defaults
+                .retention_bytes
+                .map(|v| v as i64)
+                .unwrap_or(-1)
+                .to_string(),
             "segment.bytes" => defaults.segment_bytes.to_string(),
             "segment.ms" => defaults.segment_ms.unwrap_or(i64::MAX as u64).to_string(),
             "flush.ms" => match defaults.durability {
@@ -185,7 +199,14 @@ impl TopicMeta {
 
     pub fn topic_id_string(&self) -> String {
         let h: String = self.topic_id.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
     }
 
     fn encode(&self) -> String {
@@ -268,7 +289,8 @@ pub fn save_topic(data_dir: &Path, meta: &TopicMeta) -> Result<()> {
     let path = dir.join("topic.meta");
     let io = |op, e| EngineError::io(op, path.display(), e);
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-    f.write_all(meta.encode().as_bytes()).map_err(|e| io("write", e))?;
+    f.write_all(meta.encode().as_bytes())
+        .map_err(|e| io("write", e))?;
     f.sync_all().map_err(|e| io("sync", e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
     sync_path(&dir).map_err(|e| io("sync dir", e))?;
@@ -288,7 +310,9 @@ pub fn load_topics(data_dir: &Path) -> Result<Vec<TopicMeta>> {
         match std::fs::read_to_string(&path) {
             Ok(text) => match TopicMeta::decode(&text) {
                 Ok(meta) => out.push(meta),
-                Err(why) => tracing::error!(path = %path.display(), why, "skipping topic with corrupt metadata"),
+                Err(why) => {
+                    tracing::error!(path = %path.display(), why, "skipping topic with corrupt metadata")
+                }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A topic directory without metadata is a half-deleted or half-created
@@ -352,6 +376,10 @@ mod tests {
         let c = meta.log_config(&LogConfig::default());
         assert_eq!(c.retention_bytes, Some(1 << 20));
         assert_eq!(c.segment_bytes, 65536);
-        assert_eq!(meta.config_value("cleanup.policy", &LogConfig::default()).unwrap(), "delete");
+        assert_eq!(
+            meta.config_value("cleanup.policy", &LogConfig::default())
+                .unwrap(),
+            "delete"
+        );
     }
 }

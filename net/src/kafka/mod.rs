@@ -1,2 +1,7 @@
 //! The Kafka wire-protocol front end: framing, codecs (via `kafka-protocol`),
 //! the group coordinator and the per-API handlers.
+
+pub mod broker;
+pub mod errors;
+pub mod handlers;
+pub mod limits;

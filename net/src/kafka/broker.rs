@@ -1,0 +1,324 @@
+//! Per-shard broker state: the local replica of the topic catalog and the partition logs
+//! this shard owns, plus topic administration coordinated by the controller shard.
+//!
+//! Invariants: shard 0 is the controller: it alone writes the catalog, then installs the
+//! change on every shard (itself included) before answering. A partition log is opened
+//! only on the shard given by `runtime::shard_for`; every other shard reaches it through
+//! `ShardContext::run_on`. No state here is shared between threads.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quiver_engine::catalog::{self, TopicMeta};
+use quiver_engine::log::{LogConfig, PartitionLog};
+use quiver_engine::runtime::{shard_for, ShardContext};
+use quiver_engine::types::ShardId;
+use quiver_engine::{EngineError, Result};
+
+/// Name of the internal topic holding committed consumer offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Everything `quiver serve` was configured with. Read-only after start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub kafka_listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub offsets_topic_partitions: i32,
+    pub log_defaults: LogConfig,
+    pub retention_check_interval: Duration,
+    /// Group coordinator: delay before the first rebalance of an empty group
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    pub group_initial_rebalance_delay_ms: u64,
+}
+
+impl BrokerConfig {
+    pub fn local(data_dir: PathBuf, kafka_listen: SocketAddr) -> Self {
+        BrokerConfig {
+            data_dir,
+            advertised_host: kafka_listen.ip().to_string(),
+            advertised_port: kafka_listen.port(),
+            kafka_listen,
+            node_id: 0,
+            cluster_id: "quiver-local".to_string(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            offsets_topic_partitions: 16,
+            log_defaults: LogConfig::default(),
+            retention_check_interval: Duration::from_secs(30),
+            group_initial_rebalance_delay_ms: 0,
+        }
+    }
+}
+
+pub struct Shard {
+    pub ctx: ShardContext,
+    pub config: Arc<BrokerConfig>,
+    topics: RefCell<BTreeMap<String, Arc<TopicMeta>>>,
+    logs: RefCell<HashMap<(String, i32), Rc<PartitionLog>>>,
+    next_producer_id: Cell<i64>,
+}
+
+thread_local! {
+    static SHARD: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+}
+
+/// This thread's shard. Panics if called off a broker shard: a programming error.
+pub fn shard() -> Rc<Shard> {
+    SHARD.with(|s| s.borrow().clone().expect("called off a broker shard"))
+}
+
+pub type TopicPartitionKey = (String, i32);
+
+impl Shard {
+    /// Loads the catalog, opens the logs this shard owns and installs the shard in this
+    /// thread. Call once per executor after `prepare_io`.
+    pub async fn start(ctx: ShardContext, config: Arc<BrokerConfig>) -> Result<Rc<Shard>> {
+        let metas = catalog::load_topics(&config.data_dir)?;
+        // Producer ids: unique across restarts as long as fewer than a million are
+        // handed out per millisecond of downtime (startup time * 10^6 + counter).
+        let startup_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let shard = Rc::new(Shard {
+            ctx,
+            config,
+            topics: RefCell::new(BTreeMap::new()),
+            logs: RefCell::new(HashMap::new()),
+            next_producer_id: Cell::new(startup_ms * 1_000_000),
+        });
+        SHARD.with(|s| *s.borrow_mut() = Some(Rc::clone(&shard)));
+        for meta in metas {
+            shard.install_topic(Arc::new(meta)).await?;
+        }
+        Ok(shard)
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.ctx.id()
+    }
+
+    pub fn owner_of(&self, topic: &str, partition: i32) -> ShardId {
+        shard_for(topic, partition, self.ctx.count())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicMeta>> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<Arc<TopicMeta>> {
+        self.topics
+            .borrow()
+            .values()
+            .find(|t| &t.topic_id == id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<TopicMeta>> {
+        self.topics.borrow().values().cloned().collect()
+    }
+
+    /// The log of a partition this shard owns.
+    pub fn local_log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        self.logs
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn local_logs(&self) -> Vec<(TopicPartitionKey, Rc<PartitionLog>)> {
+        self.logs
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), Rc::clone(v)))
+            .collect()
+    }
+
+    pub fn allocate_producer_id(&self) -> i64 {
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + 1);
+        id
+    }
+
+    /// Adds a topic to this shard's replica and opens the partitions it owns.
+    async fn install_topic(&self, meta: Arc<TopicMeta>) -> Result<()> {
+        let log_config = meta.log_config(&self.config.log_defaults);
+        for p in 0..meta.partitions {
+            let key = (meta.name.clone(), p);
+            if self.owner_of(&meta.name, p) != self.id() || self.logs.borrow().contains_key(&key) {
+                continue;
+            }
+            let dir = catalog::partition_dir(&self.config.data_dir, &meta.name, p);
+            let log = PartitionLog::open(&dir, log_config.clone()).await?;
+            self.logs.borrow_mut().insert(key, log);
+        }
+        // Config changes apply to logs already open.
+        for p in 0..meta.partitions {
+            if let Some(log) = self.local_log(&meta.name, p) {
+                log.set_config(log_config.clone());
+            }
+        }
+        self.topics.borrow_mut().insert(meta.name.clone(), meta);
+        Ok(())
+    }
+
+    async fn uninstall_topic(&self, name: &str) {
+        self.topics.borrow_mut().remove(name);
+        let removed: Vec<Rc<PartitionLog>> = {
+            let mut logs = self.logs.borrow_mut();
+            let keys: Vec<_> = logs.keys().filter(|(t, _)| t == name).cloned().collect();
+            keys.into_iter().filter_map(|k| logs.remove(&k)).collect()
+        };
+        for log in removed {
+            log.flushed().await;
+        }
+    }
+
+    /// Creates a topic (any shard may call; the controller does the work).
+    pub async fn create_topic(&self, meta: TopicMeta) -> Result<Arc<TopicMeta>> {
+        self.ctx
+            .run_on(
+                ShardId(0),
+                move || async move { controller_create(meta).await },
+            )
+            .await?
+    }
+
+    pub async fn delete_topic(&self, name: String) -> Result<()> {
+        self.ctx
+            .run_on(
+                ShardId(0),
+                move || async move { controller_delete(name).await },
+            )
+            .await?
+    }
+
+    /// Replaces a topic's metadata (partition count increase, config change).
+    pub async fn update_topic(&self, meta: TopicMeta) -> Result<()> {
+        self.ctx
+            .run_on(
+                ShardId(0),
+                move || async move { controller_update(meta).await },
+            )
+            .await?
+    }
+
+    /// Creates the topic with broker defaults if auto-creation allows it.
+    pub async fn auto_create(&self, name: &str) -> Result<Arc<TopicMeta>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let meta = TopicMeta::new(name, self.config.default_partitions, BTreeMap::new())?;
+        match self.create_topic(meta).await {
+            Ok(t) => Ok(t),
+            // Another connection created it meanwhile.
+            Err(EngineError::TopicAlreadyExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| EngineError::UnknownTopicOrPartition(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Periodically deletes segments beyond retention on every log this shard owns.
+    pub async fn retention_loop(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(self.config.retention_check_interval).await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for ((topic, p), log) in self.local_logs() {
+                match log.enforce_retention(now_ms).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        topic,
+                        partition = p,
+                        segments = n,
+                        "retention deleted segments"
+                    ),
+                    Err(e) => tracing::error!(topic, partition = p, error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn install_everywhere(meta: Arc<TopicMeta>) -> Result<()> {
+    let me = shard();
+    let mut results = Vec::new();
+    for s in 0..me.ctx.count() {
+        let m = Arc::clone(&meta);
+        results.push(me.ctx.run_on(
+            ShardId(s),
+            move || async move { shard().install_topic(m).await },
+        ));
+    }
+    for r in futures::future::join_all(results).await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn controller_create(meta: TopicMeta) -> Result<Arc<TopicMeta>> {
+    let me = shard();
+    if me.topic(&meta.name).is_some() {
+        return Err(EngineError::TopicAlreadyExists(meta.name));
+    }
+    catalog::save_topic(&me.config.data_dir, &meta)?;
+    let meta = Arc::new(meta);
+    install_everywhere(Arc::clone(&meta)).await?;
+    tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
+    Ok(meta)
+}
+
+async fn controller_update(meta: TopicMeta) -> Result<()> {
+    let me = shard();
+    if me.topic(&meta.name).is_none() {
+        return Err(EngineError::UnknownTopicOrPartition(meta.name));
+    }
+    catalog::save_topic(&me.config.data_dir, &meta)?;
+    install_everywhere(Arc::new(meta)).await
+}
+
+async fn controller_delete(name: String) -> Result<()> {
+    let me = shard();
+    if me.topic(&name).is_none() {
+        return Err(EngineError::UnknownTopicOrPartition(name));
+    }
+    let mut results = Vec::new();
+    for s in 0..me.ctx.count() {
+        let n = name.clone();
+        results.push(me.ctx.run_on(ShardId(s), move || async move {
+            shard().uninstall_topic(&n).await
+        }));
+    }
+    for r in futures::future::join_all(results).await {
+        r?;
+    }
+    catalog::delete_topic_files(&me.config.data_dir, &name)?;
+    tracing::info!(topic = %name, "deleted topic");
+    Ok(())
+}
+
+/// Creates the internal offsets topic before the shards start, if it is missing.
+pub fn ensure_internal_topics(config: &BrokerConfig) -> Result<()> {
+    let existing = catalog::load_topics(&config.data_dir)?;
+    if !existing.iter().any(|t| t.name == OFFSETS_TOPIC) {
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        let meta = TopicMeta::new(OFFSETS_TOPIC, config.offsets_topic_partitions, configs)?;
+        catalog::save_topic(&config.data_dir, &meta)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Produce (v3+, RecordBatch v2 only). Each partition's records go to the owning shard,
+//! are appended there, and (for acks 1/-1) the reply waits for the group commit.
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use quiver_engine::types::LeaderEpoch;
+
+use super::{by_shard, str_bytes};
+use crate::kafka::broker::shard;
+use crate::kafka::errors::error_code;
+
+struct Item {
+    topic_index: usize,
+    partition_index: usize,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+}
+
+/// Returns `None` for acks=0: Kafka sends no response then.
+pub async fn handle(req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+    let me = shard();
+    let acks = req.acks;
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut items = Vec::new();
+    let fail = |index: i32, code: i16, message: Option<&str>| {
+        PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(code)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
+            .with_error_message(message.map(str_bytes))
+    };
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let meta = me.topic(&name);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (pi, p) in topic.partition_data.into_iter().enumerate() {
+            let code = if !matches!(acks, 0 | 1 | -1) {
+                Some(E::InvalidRequiredAcks.code())
+            } else if req.transactional_id.is_some() {
+                Some(E::TransactionalIdAuthorizationFailed.code())
+            } else if meta
+                .as_ref()
+                .is_none_or(|m| p.index < 0 || p.index >= m.partitions)
+            {
+                Some(E::UnknownTopicOrPartition.code())
+            } else {
+                None
+            };
+            match (code, p.records) {
+                (Some(code), _) => partitions.push(fail(p.index, code, None)),
+                (None, None) => partitions.push(fail(
+                    p.index,
+                    E::CorruptMessage.code(),
+                    Some("null records"),
+                )),
+                (None, Some(records)) => {
+                    partitions.push(fail(p.index, 0, None));
+                    items.push((
+                        me.owner_of(&name, p.index),
+                        Item {
+                            topic_index: ti,
+                            partition_index: pi,
+                            topic: name.clone(),
+                            partition: p.index,
+                            records,
+                        },
+                    ));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    let hops = by_shard(items).into_iter().map(|(owner, items)| {
+        me.ctx.run_on(owner, move || async move {
+            let s = shard();
+            // Append everything first, then wait: one group commit covers them all.
+            let mut tickets = Vec::with_capacity(items.len());
+            for item in &items {
+                let result = match s.local_log(&item.topic, item.partition) {
+                    Some(log) => log.append(&item.records, LeaderEpoch(0)).await,
+                    None => Err(quiver_engine::EngineError::UnknownTopicOrPartition(item.topic.clone())),
+                };
+                tickets.push(result);
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (item, ticket) in items.iter().zip(tickets) {
+                let result = match ticket {
+                    Ok(t) if acks == 0 => Ok(t.outcome()),
+                    Ok(t) => t.committed().await,
+                    Err(e) => Err(e),
+                };
+                out.push((item.topic_index, item.partition_index, result.map_err(|e| {
+                    tracing::debug!(topic = %item.topic, partition = item.partition, error = %e, "produce rejected");
+                    (error_code(&e), e.to_string())
+                })));
+            }
+            out
+        })
+    });
+    for hop in futures::future::join_all(hops).await {
+        let results = match hop {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "produce hop failed");
+                continue;
+            }
+        };
+        for (ti, pi, result) in results {
+            let slot = &mut responses[ti].partition_responses[pi];
+            match result {
+                Ok(outcome) => {
+                    slot.base_offset = outcome.base_offset.0;
+                    slot.log_start_offset = outcome.log_start_offset.0;
+                }
+                Err((code, message)) => {
+                    slot.error_code = code;
+                    slot.error_message = Some(str_bytes(&message));
+                }
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

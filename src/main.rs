@@ -1,1 +1,152 @@
-fn main() {}
+//! `quiver`: the broker binary. Wires the engine, the thread-per-core runtime and the
+//! Kafka listener together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use quiver_engine::log::Durability;
+use quiver_engine::runtime::{self, RuntimeConfig};
+use quiver_net::kafka::broker::{ensure_internal_topics, BrokerConfig, Shard};
+
+#[derive(Parser)]
+#[command(name = "quiver", version, about = "Quiver: a Kafka-compatible message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    ///
+    /// Examples:
+    ///   quiver serve                      # data in ./quiver-data, Kafka on 127.0.0.1:9092
+    ///   quiver serve --cores 1 --kafka-listen 127.0.0.1:19092 --data-dir /var/lib/quiver
+    Serve(ServeArgs),
+}
+
+#[derive(Parser, Debug)]
+struct ServeArgs {
+    /// Where partition logs and metadata live. Must be on a filesystem that supports
+    /// O_DIRECT (ext4, xfs); tmpfs does not.
+    #[arg(long, default_value = "quiver-data")]
+    data_dir: PathBuf,
+    /// Kafka protocol listen address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    kafka_listen: SocketAddr,
+    /// Host advertised to clients in Metadata (default: the listen IP).
+    #[arg(long)]
+    advertised_host: Option<String>,
+    /// Port advertised to clients in Metadata (default: the listen port).
+    #[arg(long)]
+    advertised_port: Option<u16>,
+    /// Number of cores (shards) to run on. Default: all.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Create topics on first use from Metadata requests, as Kafka does by default.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of auto-created topics (Kafka's num.partitions).
+    #[arg(long, default_value_t = 1)]
+    default_partitions: i32,
+    /// Partitions of the internal __consumer_offsets topic (fixed once created).
+    #[arg(long, default_value_t = 16)]
+    offsets_topic_partitions: i32,
+    /// Default segment size in bytes (Kafka's log.segment.bytes).
+    #[arg(long, default_value_t = quiver_engine::limits::DEFAULT_SEGMENT_BYTES)]
+    segment_bytes: u64,
+    /// Default retention in ms (-1: forever).
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
+    retention_ms: i64,
+    /// Default retention in bytes per partition (-1: unlimited).
+    #[arg(long, default_value_t = -1)]
+    retention_bytes: i64,
+    /// fsync policy: 0 = fdatasync at every group commit (default: an acknowledged
+    /// append is on disk); N > 0 = acknowledge after the write and sync every N ms.
+    #[arg(long, default_value_t = 0)]
+    flush_ms: u64,
+    /// Delay before the first rebalance of a new consumer group (Kafka's
+    /// group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 0)]
+    group_initial_rebalance_delay_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.default_partitions < 1 || args.offsets_topic_partitions < 1 {
+        bail!("partition counts must be at least 1");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let mut config = BrokerConfig::local(data_dir.clone(), args.kafka_listen);
+    if let Some(h) = args.advertised_host {
+        config.advertised_host = h;
+    }
+    if let Some(p) = args.advertised_port {
+        config.advertised_port = p;
+    }
+    config.auto_create_topics = args.auto_create_topics;
+    config.default_partitions = args.default_partitions;
+    config.offsets_topic_partitions = args.offsets_topic_partitions;
+    config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
+    config.log_defaults.segment_bytes = args.segment_bytes;
+    config.log_defaults.retention_ms = (args.retention_ms >= 0).then_some(args.retention_ms as u64);
+    config.log_defaults.retention_bytes = (args.retention_bytes >= 0).then_some(args.retention_bytes as u64);
+    if args.flush_ms > 0 {
+        config.log_defaults.durability = Durability::Interval {
+            interval: Duration::from_millis(args.flush_ms),
+            bytes: u64::MAX,
+        };
+    }
+    ensure_internal_topics(&config)?;
+    let runtime_config = RuntimeConfig::with_cores(args.cores);
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        kafka = %config.kafka_listen,
+        cores = runtime_config.cpus.len(),
+        "starting quiver"
+    );
+    let config = Arc::new(config);
+    runtime::run(&runtime_config, move |ctx| {
+        let config = Arc::clone(&config);
+        async move {
+            if let Err(e) = runtime::prepare_io(&config.data_dir).await {
+                tracing::error!(error = %e, "storage is not usable for direct I/O");
+                std::process::exit(2);
+            }
+            let shard = match Shard::start(ctx, Arc::clone(&config)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "shard failed to start");
+                    std::process::exit(2);
+                }
+            };
+            glommio::spawn_local(Rc::clone(&shard).retention_loop()).detach();
+            glommio::spawn_local(quiver_net::kafka::groups::run_coordinator_timers()).detach();
+            if let Err(e) = quiver_net::kafka::server::serve(config.kafka_listen).await {
+                tracing::error!(error = %e, addr = %config.kafka_listen, "kafka listener failed");
+                std::process::exit(2);
+            }
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+use std::rc::Rc;

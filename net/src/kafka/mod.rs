@@ -2,3 +2,4 @@
 //! the group coordinator and the per-API handlers.
 
 pub mod limits;
+pub mod versions;

@@ -3,5 +3,9 @@
 
 pub mod broker;
 pub mod errors;
+pub mod frame;
 pub mod handlers;
 pub mod limits;
+pub mod scatter;
+pub mod server;
+pub mod versions;

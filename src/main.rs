@@ -13,7 +13,11 @@ use quiver_engine::runtime::{self, RuntimeConfig};
 use quiver_net::kafka::broker::{ensure_internal_topics, BrokerConfig, Shard};
 
 #[derive(Parser)]
-#[command(name = "quiver", version, about = "Quiver: a Kafka-compatible message broker")]
+#[command(
+    name = "quiver",
+    version,
+    about = "Quiver: a Kafka-compatible message broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +111,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
     config.log_defaults.segment_bytes = args.segment_bytes;
     config.log_defaults.retention_ms = (args.retention_ms >= 0).then_some(args.retention_ms as u64);
-    config.log_defaults.retention_bytes = (args.retention_bytes >= 0).then_some(args.retention_bytes as u64);
+    config.log_defaults.retention_bytes =
+        (args.retention_bytes >= 0).then_some(args.retention_bytes as u64);
     if args.flush_ms > 0 {
         config.log_defaults.durability = Durability::Interval {
             interval: Duration::from_millis(args.flush_ms),

@@ -341,6 +341,28 @@ pub fn encode_response(
     Ok(writer.finish())
 }
 
+/// Like [`encode_response`] for a Fetch response whose record buffers the caller lists:
+/// `direct` buffers appear as a partition's `records` as is; each `spliced` placeholder
+/// appears as `records` and is replaced on the wire by its parts.
+pub fn encode_response_with_records(
+    correlation_id: i32,
+    api_key: ApiKey,
+    api_version: i16,
+    body: &ResponseKind,
+    direct: Vec<Bytes>,
+    spliced: Vec<(Bytes, Vec<Bytes>)>,
+) -> Result<ScatterFrame, EncodeError> {
+    let mut writer = ScatterWriter::new();
+    for b in direct {
+        writer.register(b);
+    }
+    for (placeholder, parts) in spliced {
+        writer.register_spliced(placeholder, parts);
+    }
+    encode_response_into(&mut writer, correlation_id, api_key, api_version, body)?;
+    Ok(writer.finish())
+}
+
 /// Appends a response frame to `writer`, referencing whatever `Bytes` the caller registered.
 /// Several responses may be appended to one writer to send them with one vectored write.
 ///

@@ -75,6 +75,9 @@ pub struct ScatterWriter {
     /// `Bytes` that may be referenced instead of copied, sorted by (address, length) on demand.
     registered: Vec<Bytes>,
     registered_sorted: bool,
+    /// Placeholders to be replaced by several referenced buffers (records that span more
+    /// than one engine buffer), matched like `registered`.
+    spliced: Vec<(Bytes, Vec<Bytes>)>,
 }
 
 impl Default for ScatterWriter {
@@ -96,6 +99,7 @@ impl ScatterWriter {
             current: BytesMut::with_capacity(copied_bytes),
             registered: Vec::new(),
             registered_sorted: true,
+            spliced: Vec::new(),
         }
     }
 
@@ -106,6 +110,20 @@ impl ScatterWriter {
         if !bytes.is_empty() {
             self.registered.push(bytes);
             self.registered_sorted = false;
+        }
+    }
+
+    /// When the encoder writes exactly `placeholder` (same address, same length), the
+    /// writer emits `parts` in its place, by reference. The parts must add up to the
+    /// placeholder's length, since the encoder already wrote that length on the wire.
+    pub fn register_spliced(&mut self, placeholder: Bytes, parts: Vec<Bytes>) {
+        assert_eq!(
+            placeholder.len(),
+            parts.iter().map(Bytes::len).sum::<usize>(),
+            "spliced parts must match the placeholder length"
+        );
+        if !placeholder.is_empty() {
+            self.spliced.push((placeholder, parts));
         }
     }
 
@@ -248,6 +266,19 @@ unsafe impl BufMut for ScatterWriter {
 
     fn put_slice(&mut self, src: &[u8]) {
         if !src.is_empty() {
+            let wanted = (src.as_ptr() as usize, src.len());
+            if let Some(i) = self
+                .spliced
+                .iter()
+                .position(|(p, _)| registration_key(p) == wanted)
+            {
+                let (_, parts) = self.spliced.swap_remove(i);
+                self.seal_current();
+                for part in parts {
+                    self.push_sealed(Chunk::Referenced(part));
+                }
+                return;
+            }
             if let Some(referenced) = self.find_registered(src) {
                 self.seal_current();
                 self.push_sealed(Chunk::Referenced(referenced));

@@ -56,7 +56,11 @@ pub async fn serve(addr: SocketAddr) -> io::Result<()> {
         };
         let peer = stream.peer_addr().ok();
         if open.get() >= MAX_CONNECTIONS_PER_SHARD {
-            tracing::warn!(?peer, limit = MAX_CONNECTIONS_PER_SHARD, "connection limit reached; closing new connection");
+            tracing::warn!(
+                ?peer,
+                limit = MAX_CONNECTIONS_PER_SHARD,
+                "connection limit reached; closing new connection"
+            );
             drop(stream);
             continue;
         }
@@ -110,7 +114,9 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                         correlation_id,
                         requested_version,
                     } => {
-                        let body = ResponseKind::ApiVersions(versions::api_versions_response(requested_version));
+                        let body = ResponseKind::ApiVersions(versions::api_versions_response(
+                            requested_version,
+                        ));
                         match encode_response(correlation_id, ApiKey::ApiVersions, 0, &body) {
                             Ok(frame) => {
                                 if tx.send(Slot::Ready(frame)).await.is_err() {
@@ -138,10 +144,18 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             let handle = glommio::spawn_local(async move {
                 let reply = dispatch(request.body, version).await?;
                 match reply {
-                    Reply::Plain(body) => encode_or_log(correlation_id, api_key, version, &body, None),
+                    Reply::Plain(body) => {
+                        encode_or_log(correlation_id, api_key, version, &body, None)
+                    }
                     Reply::Fetch(fetch) => {
                         let body = ResponseKind::Fetch(fetch.response);
-                        encode_or_log(correlation_id, api_key, version, &body, Some((fetch.direct, fetch.spliced)))
+                        encode_or_log(
+                            correlation_id,
+                            api_key,
+                            version,
+                            &body,
+                            Some((fetch.direct, fetch.spliced)),
+                        )
                     }
                 }
             })
@@ -213,25 +227,43 @@ async fn dispatch(body: RequestKind, version: i16) -> Option<Reply> {
     use handlers::*;
     let plain = |r| Some(Reply::Plain(r));
     match body {
-        RequestKind::ApiVersions(_) => plain(ResponseKind::ApiVersions(versions::api_versions_response(version))),
-        RequestKind::Metadata(r) => plain(ResponseKind::Metadata(metadata::handle(r, version).await)),
-        RequestKind::Produce(r) => produce::handle(r, version).await.map(|r| Reply::Plain(ResponseKind::Produce(r))),
+        RequestKind::ApiVersions(_) => plain(ResponseKind::ApiVersions(
+            versions::api_versions_response(version),
+        )),
+        RequestKind::Metadata(r) => {
+            plain(ResponseKind::Metadata(metadata::handle(r, version).await))
+        }
+        RequestKind::Produce(r) => produce::handle(r, version)
+            .await
+            .map(|r| Reply::Plain(ResponseKind::Produce(r))),
         RequestKind::Fetch(r) => Some(Reply::Fetch(fetch::handle(r, version).await)),
-        RequestKind::ListOffsets(r) => plain(ResponseKind::ListOffsets(list_offsets::handle(r, version).await)),
-        RequestKind::InitProducerId(r) => plain(ResponseKind::InitProducerId(producer_id::handle(r, version).await)),
-        RequestKind::CreateTopics(r) => plain(ResponseKind::CreateTopics(admin::handle_create_topics(r, version).await)),
-        RequestKind::DeleteTopics(r) => plain(ResponseKind::DeleteTopics(admin::handle_delete_topics(r, version).await)),
-        RequestKind::CreatePartitions(r) => {
-            plain(ResponseKind::CreatePartitions(admin::handle_create_partitions(r, version).await))
-        }
-        RequestKind::DescribeConfigs(r) => {
-            plain(ResponseKind::DescribeConfigs(admin::handle_describe_configs(r, version).await))
-        }
-        RequestKind::AlterConfigs(r) => plain(ResponseKind::AlterConfigs(admin::handle_alter_configs(r, version).await)),
-        RequestKind::DescribeCluster(r) => {
-            plain(ResponseKind::DescribeCluster(metadata::handle_describe_cluster(r, version).await))
-        }
-        other => groups::dispatch(other, version).await.map(Reply::Plain),
+        RequestKind::ListOffsets(r) => plain(ResponseKind::ListOffsets(
+            list_offsets::handle(r, version).await,
+        )),
+        RequestKind::InitProducerId(r) => plain(ResponseKind::InitProducerId(
+            producer_id::handle(r, version).await,
+        )),
+        RequestKind::CreateTopics(r) => plain(ResponseKind::CreateTopics(
+            admin::handle_create_topics(r, version).await,
+        )),
+        RequestKind::DeleteTopics(r) => plain(ResponseKind::DeleteTopics(
+            admin::handle_delete_topics(r, version).await,
+        )),
+        RequestKind::CreatePartitions(r) => plain(ResponseKind::CreatePartitions(
+            admin::handle_create_partitions(r, version).await,
+        )),
+        RequestKind::DescribeConfigs(r) => plain(ResponseKind::DescribeConfigs(
+            admin::handle_describe_configs(r, version).await,
+        )),
+        RequestKind::AlterConfigs(r) => plain(ResponseKind::AlterConfigs(
+            admin::handle_alter_configs(r, version).await,
+        )),
+        RequestKind::DescribeCluster(r) => plain(ResponseKind::DescribeCluster(
+            metadata::handle_describe_cluster(r, version).await,
+        )),
+        other => super::groups::dispatch(other, version)
+            .await
+            .map(Reply::Plain),
     }
 }
 
@@ -266,7 +298,11 @@ async fn write_frame<W: futures::AsyncWrite + Unpin>(
     let mut offset = 0;
     while index < chunks.len() {
         let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOVECS_PER_WRITE);
-        for (i, c) in chunks[index..].iter().take(MAX_IOVECS_PER_WRITE).enumerate() {
+        for (i, c) in chunks[index..]
+            .iter()
+            .take(MAX_IOVECS_PER_WRITE)
+            .enumerate()
+        {
             let skip = if i == 0 { offset } else { 0 };
             iov.push(libc::iovec {
                 iov_base: c[skip..].as_ptr() as *mut libc::c_void,

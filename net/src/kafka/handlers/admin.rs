@@ -123,9 +123,13 @@ pub async fn handle_create_topics(req: CreateTopicsRequest, version: i16) -> Cre
         };
         match created {
             Ok(meta) => {
-                result.num_partitions = meta.partitions;
-                result.replication_factor = 1;
-                result.topic_id = uuid::Uuid::from_bytes(meta.topic_id);
+                if version >= 5 {
+                    result.num_partitions = meta.partitions;
+                    result.replication_factor = 1;
+                }
+                if version >= 7 {
+                    result.topic_id = uuid::Uuid::from_bytes(meta.topic_id);
+                }
                 if version >= 5 {
                     result.configs = Some(
                         describe_topic_configs(&meta, None)
@@ -147,7 +151,9 @@ pub async fn handle_create_topics(req: CreateTopicsRequest, version: i16) -> Cre
             Err((code, message)) => {
                 tracing::info!(topic = %name, code, %message, "create topic refused");
                 result.error_code = code;
-                result.error_message = Some(str_bytes(&message));
+                if version >= 1 {
+                    result.error_message = Some(str_bytes(&message));
+                }
             }
         }
         results.push(result);
@@ -188,14 +194,20 @@ pub async fn handle_delete_topics(req: DeleteTopicsRequest, version: i16) -> Del
             }
             Some(m) if m.name == OFFSETS_TOPIC => {
                 r.error_code = E::TopicAuthorizationFailed.code();
-                r.error_message = Some(str_bytes("internal topics cannot be deleted"));
+                if version >= 5 {
+                    r.error_message = Some(str_bytes("internal topics cannot be deleted"));
+                }
             }
             Some(m) => {
                 r.name = Some(topic_name(&m.name));
-                r.topic_id = uuid::Uuid::from_bytes(m.topic_id);
+                if version >= 6 {
+                    r.topic_id = uuid::Uuid::from_bytes(m.topic_id);
+                }
                 if let Err(e) = me.delete_topic(m.name.clone()).await {
                     r.error_code = error_code(&e);
-                    r.error_message = Some(str_bytes(&e.to_string()));
+                    if version >= 5 {
+                        r.error_message = Some(str_bytes(&e.to_string()));
+                    }
                 }
             }
         }
@@ -249,7 +261,7 @@ pub async fn handle_create_partitions(
 
 pub async fn handle_describe_configs(
     req: DescribeConfigsRequest,
-    _version: i16,
+    version: i16,
 ) -> DescribeConfigsResponse {
     let me = shard();
     let mut results = Vec::with_capacity(req.resources.len());
@@ -269,7 +281,7 @@ pub async fn handle_describe_configs(
                         .into_iter()
                         .map(|(k, v, dynamic)| {
                             DescribeConfigsResourceResult::default()
-                                .with_config_type(config_type(&k))
+                                .with_config_type(if version >= 3 { config_type(&k) } else { 0 })
                                 .with_name(str_bytes(&k))
                                 .with_value(Some(str_bytes(&v)))
                                 .with_config_source(if dynamic {

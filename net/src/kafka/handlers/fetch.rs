@@ -108,7 +108,7 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
             .sum();
         let any_error = got.iter().any(|g| g.result.is_err());
         if total >= min_bytes.max(1) || any_error || !may_wait || wanted.is_empty() {
-            return assemble(topics, got, max_bytes);
+            return assemble(topics, got, max_bytes, version);
         }
         // Long poll: wake on the first partition whose high watermark moves, or time out.
         let watches: Vec<_> = got.into_iter().filter_map(|g| g.watch).collect();
@@ -123,7 +123,7 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
         if start.elapsed() >= max_wait {
             // One last read so data that arrived exactly at the deadline is returned.
             let got = read_all(&wanted, false).await;
-            return assemble(topics, got, max_bytes);
+            return assemble(topics, got, max_bytes, version);
         }
     }
 }
@@ -207,6 +207,7 @@ fn assemble(
     mut topics: Vec<FetchableTopicResponse>,
     mut got: Vec<Got>,
     max_bytes: usize,
+    version: i16,
 ) -> FetchReply {
     got.sort_by_key(|g| (g.topic_index, g.partition_index));
     let mut direct = Vec::new();
@@ -220,7 +221,9 @@ fn assemble(
             Ok((chunks, high_watermark, log_start)) => {
                 slot.high_watermark = high_watermark;
                 slot.last_stable_offset = high_watermark;
-                slot.log_start_offset = log_start;
+                if version >= 5 {
+                    slot.log_start_offset = log_start;
+                }
                 let len: usize = chunks.iter().map(|c| c.len()).sum();
                 if len == 0 || (total > 0 && total + len > max_bytes) {
                     continue;

@@ -14,7 +14,7 @@ pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 pub const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let me = shard();
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut items = Vec::new();
@@ -83,7 +83,9 @@ pub async fn handle(req: ListOffsetsRequest, _version: i16) -> ListOffsetsRespon
                 Ok(Some((offset, timestamp))) => {
                     slot.offset = offset;
                     slot.timestamp = timestamp;
-                    slot.leader_epoch = 0;
+                    if version >= 4 {
+                        slot.leader_epoch = 0;
+                    }
                 }
                 Ok(None) => {}
                 Err(code) => slot.error_code = code,

@@ -14,21 +14,25 @@ use super::{str_bytes, topic_name};
 use crate::kafka::broker::{shard, BrokerConfig};
 use crate::kafka::errors::error_code;
 
-fn topic_response(meta: &TopicMeta, node: i32) -> MetadataResponseTopic {
+fn topic_response(meta: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(node))
-                .with_leader_epoch(0)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
                 .with_replica_nodes(vec![BrokerId(node)])
                 .with_isr_nodes(vec![BrokerId(node)])
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&meta.name)))
-        .with_topic_id(uuid::Uuid::from_bytes(meta.topic_id))
-        .with_is_internal(meta.internal)
+        .with_topic_id(if version >= 10 {
+            uuid::Uuid::from_bytes(meta.topic_id)
+        } else {
+            uuid::Uuid::nil()
+        })
+        .with_is_internal(version >= 1 && meta.internal)
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }
@@ -47,9 +51,9 @@ pub async fn handle(req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut topics = Vec::new();
     match req.topics {
         // null (or, before v1, empty) means every topic.
-        None => topics.extend(me.topics().iter().map(|t| topic_response(t, node))),
+        None => topics.extend(me.topics().iter().map(|t| topic_response(t, node, version))),
         Some(list) if list.is_empty() && version == 0 => {
-            topics.extend(me.topics().iter().map(|t| topic_response(t, node)))
+            topics.extend(me.topics().iter().map(|t| topic_response(t, node, version)))
         }
         Some(list) => {
             // allow_auto_topic_creation exists from v4; earlier versions always allow.
@@ -59,7 +63,7 @@ pub async fn handle(req: MetadataRequest, version: i16) -> MetadataResponse {
                 let by_id = t.name.is_none() && !t.topic_id.is_nil();
                 if by_id {
                     match me.topic_by_id(t.topic_id.as_bytes()) {
-                        Some(meta) => topics.push(topic_response(&meta, node)),
+                        Some(meta) => topics.push(topic_response(&meta, node, version)),
                         None => topics.push(
                             MetadataResponseTopic::default()
                                 .with_topic_id(t.topic_id)
@@ -79,9 +83,9 @@ pub async fn handle(req: MetadataRequest, version: i16) -> MetadataResponse {
                     continue;
                 }
                 match me.topic(&name) {
-                    Some(meta) => topics.push(topic_response(&meta, node)),
+                    Some(meta) => topics.push(topic_response(&meta, node, version)),
                     None if allow_create => match me.auto_create(&name).await {
-                        Ok(meta) => topics.push(topic_response(&meta, node)),
+                        Ok(meta) => topics.push(topic_response(&meta, node, version)),
                         Err(e) => topics.push(unknown(error_code(&e))),
                     },
                     None => topics.push(unknown(E::UnknownTopicOrPartition.code())),
@@ -91,10 +95,9 @@ pub async fn handle(req: MetadataRequest, version: i16) -> MetadataResponse {
     }
     MetadataResponse::default()
         .with_brokers(vec![broker(config)])
-        .with_cluster_id(Some(str_bytes(&config.cluster_id)))
-        .with_controller_id(BrokerId(node))
+        .with_cluster_id((version >= 2).then(|| str_bytes(&config.cluster_id)))
+        .with_controller_id(BrokerId(if version >= 1 { node } else { -1 }))
         .with_topics(topics)
-        .with_cluster_authorized_operations(i32::MIN)
 }
 
 pub async fn handle_describe_cluster(

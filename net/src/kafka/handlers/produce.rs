@@ -20,7 +20,7 @@ struct Item {
 }
 
 /// Returns `None` for acks=0: Kafka sends no response then.
-pub async fn handle(req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let me = shard();
     let acks = req.acks;
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
@@ -32,7 +32,7 @@ pub async fn handle(req: ProduceRequest, _version: i16) -> Option<ProduceRespons
             .with_base_offset(-1)
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1)
-            .with_error_message(message.map(str_bytes))
+            .with_error_message(message.filter(|_| version >= 8).map(str_bytes))
     };
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
@@ -120,11 +120,15 @@ pub async fn handle(req: ProduceRequest, _version: i16) -> Option<ProduceRespons
             match result {
                 Ok(outcome) => {
                     slot.base_offset = outcome.base_offset.0;
-                    slot.log_start_offset = outcome.log_start_offset.0;
+                    if version >= 5 {
+                        slot.log_start_offset = outcome.log_start_offset.0;
+                    }
                 }
                 Err((code, message)) => {
                     slot.error_code = code;
-                    slot.error_message = Some(str_bytes(&message));
+                    if version >= 8 {
+                        slot.error_message = Some(str_bytes(&message));
+                    }
                 }
             }
         }

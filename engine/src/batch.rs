@@ -298,6 +298,54 @@ pub fn scan_step(buf: &[u8]) -> ScanStep {
     }
 }
 
+/// One record of an uncompressed batch: key and value (None = null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Reads the records of a validated, uncompressed batch. Returns None for compressed
+/// batches or malformed records (never panics).
+pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
+    let header = parse_header(batch).ok()?;
+    if header.compression()? != Compression::None {
+        return None;
+    }
+    let mut rest = batch.get(BATCH_HEADER_BYTES..header.total_len())?;
+    let mut out = Vec::with_capacity(header.records_count.get().max(0) as usize);
+    for _ in 0..header.records_count.get() {
+        let (len, used) = read_varint(rest)?;
+        rest = rest.get(used..)?;
+        let body = rest.get(..usize::try_from(len).ok()?)?;
+        rest = &rest[body.len()..];
+        let mut r = body.get(1..)?; // attributes
+        let (_, used) = read_varlong(r)?;
+        r = r.get(used..)?;
+        let (offset_delta, used) = read_varint(r)?;
+        r = r.get(used..)?;
+        let mut field = |r: &mut &'_ [u8]| -> Option<Option<std::ops::Range<usize>>> {
+            let (len, used) = read_varint(r)?;
+            *r = r.get(used..)?;
+            if len < 0 {
+                return Some(None);
+            }
+            let start = body.len() - r.len();
+            *r = r.get(len as usize..)?;
+            Some(Some(start..start + len as usize))
+        };
+        let key = field(&mut r)?;
+        let value = field(&mut r)?;
+        out.push(RecordView {
+            offset_delta,
+            key: key.map(|k| &body[k]),
+            value: value.map(|v| &body[v]),
+        });
+    }
+    Some(out)
+}
+
 /// Builds a valid uncompressed batch. Used by tests, benches, fuzz seeds and perf tools.
 pub mod build {
     use super::*;
@@ -326,6 +374,18 @@ pub mod build {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Vec<u8> {
+        let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> = records.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        batch_kv(&kv, base_timestamp, producer_id, producer_epoch, base_sequence)
+    }
+
+    /// Keys and values both nullable (a null value is a tombstone).
+    pub fn batch_kv(
+        records: &[(Option<&[u8]>, Option<&[u8]>)],
+        base_timestamp: i64,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
         let mut body = Vec::new();
         for (i, (key, value)) in records.iter().enumerate() {
             let mut rec = vec![0u8]; // attributes
@@ -338,8 +398,13 @@ pub mod build {
                 }
                 None => put_varint(&mut rec, -1),
             }
-            put_varint(&mut rec, value.len() as i64);
-            rec.extend_from_slice(value);
+            match value {
+                Some(v) => {
+                    put_varint(&mut rec, v.len() as i64);
+                    rec.extend_from_slice(v);
+                }
+                None => put_varint(&mut rec, -1),
+            }
             put_varint(&mut rec, 0); // headers
             put_varint(&mut body, rec.len() as i64);
             body.extend_from_slice(&rec);
@@ -469,6 +534,19 @@ mod tests {
             scan_step(&torn),
             ScanStep::End(BatchError::CrcMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn records_read_back() {
+        let b = build::batch_kv(&[(Some(b"k"), None), (None, Some(b"v2"))], 0, -1, -1, -1);
+        validate_batch(&b).unwrap();
+        let r = records(&b).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].key, r[0].value), (Some(&b"k"[..]), None));
+        assert_eq!((r[1].key, r[1].value, r[1].offset_delta), (None, Some(&b"v2"[..]), 1));
+        for cut in 0..b.len() {
+            let _ = records(&b[..cut]);
+        }
     }
 
     #[test]

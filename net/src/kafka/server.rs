@@ -20,6 +20,7 @@ use glommio::task::JoinHandle;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use super::broker::shard;
+use super::groups::RequestContext;
 use super::frame::{decode_request, encode_response, ErrorAction, FrameDecoder};
 use super::handlers;
 use super::limits::{MAX_CONNECTIONS_PER_SHARD, MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION};
@@ -141,8 +142,12 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             let api_key = request.api_key;
             let version = request.api_version();
             let correlation_id = request.correlation_id();
+            let ctx = RequestContext {
+                client_id: request.header.client_id.as_ref().map(|c| c.to_string()),
+                peer,
+            };
             let handle = glommio::spawn_local(async move {
-                let reply = dispatch(request.body, version).await?;
+                let reply = dispatch(request.body, version, &ctx).await?;
                 match reply {
                     Reply::Plain(body) => {
                         encode_or_log(correlation_id, api_key, version, &body, None)
@@ -223,7 +228,7 @@ enum Reply {
 }
 
 /// The one table of served requests. `None` means no response is sent.
-async fn dispatch(body: RequestKind, version: i16) -> Option<Reply> {
+async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> Option<Reply> {
     use handlers::*;
     let plain = |r| Some(Reply::Plain(r));
     match body {
@@ -261,7 +266,7 @@ async fn dispatch(body: RequestKind, version: i16) -> Option<Reply> {
         RequestKind::DescribeCluster(r) => plain(ResponseKind::DescribeCluster(
             metadata::handle_describe_cluster(r, version).await,
         )),
-        other => super::groups::dispatch(other, version)
+        other => super::groups::dispatch(other, version, ctx)
             .await
             .map(Reply::Plain),
     }

@@ -1,0 +1,1 @@
+//! Seeded randomized simulation of the group coordinator.

@@ -1113,8 +1113,10 @@ impl Group {
                 if self.new_member_added && remaining_ms != 0 {
                     self.new_member_added = false;
                     let delay_ms = ctx.config.initial_rebalance_delay_ms.min(remaining_ms);
+                    // Re-armed from the deadline, not from `now`: the outcome must not
+                    // depend on how late the caller got round to `handle_timeout`.
                     self.join_timer = Some(JoinTimer::Initial {
-                        deadline_ms: now.saturating_add(delay_ms),
+                        deadline_ms: deadline_ms.saturating_add(delay_ms),
                         remaining_ms: remaining_ms - delay_ms,
                     });
                 } else {

@@ -28,7 +28,7 @@ use super::error::GroupError;
 use super::limits::TIMEOUT_MS_MAX;
 use super::records::{OffsetCommitRecord, OffsetLogRecord, OffsetTombstone};
 use super::state::{
-    join_error_response, sync_error, CommittedOffset, Group, GroupState, JoinParams, Protocol,
+    join_error, sync_error, CommittedOffset, Group, GroupState, JoinParams, Protocol,
 };
 use super::{Ctx, JoinOutcome, Reply, ReplyToken, SyncOutcome};
 
@@ -245,13 +245,8 @@ impl GroupCoordinator {
         request: JoinGroupRequest,
     ) -> JoinOutcome {
         self.advance(now_ms);
-        let error = |error| {
-            JoinOutcome::Done(join_error_response(
-                version,
-                request.member_id.clone(),
-                error,
-            ))
-        };
+        let error =
+            |error| JoinOutcome::Done(join_error(version, request.member_id.clone(), error));
         if request.group_id.is_empty() {
             return error(ResponseError::InvalidGroupId);
         }
@@ -292,13 +287,12 @@ impl GroupCoordinator {
                 .unwrap_or_else(|| client.client_id.clone());
             self.generate_member_id(&prefix)
         });
+        // group.instance.id exists from v5; KIP-394 applies to dynamic members from v4.
+        let group_instance_id = request.group_instance_id.filter(|_| version >= 5);
+        let require_known_member_id = version >= 4 && group_instance_id.is_none();
         let params = JoinParams {
             member_id: request.member_id,
-            group_instance_id: if version >= 5 {
-                request.group_instance_id
-            } else {
-                None
-            },
+            group_instance_id,
             client_id: client.client_id.clone(),
             client_host: client.client_host.clone(),
             session_timeout_ms: session_timeout_ms as u64,
@@ -312,14 +306,9 @@ impl GroupCoordinator {
                     metadata: p.metadata,
                 })
                 .collect(),
-            require_known_member_id: version >= 4,
+            require_known_member_id,
             version,
             token,
-        };
-        let params = JoinParams {
-            require_known_member_id: params.require_known_member_id
-                && params.group_instance_id.is_none(),
-            ..params
         };
         let outcome = match self.groups.get_mut(&group_id) {
             Some(group) => {
@@ -330,7 +319,7 @@ impl GroupCoordinator {
                 };
                 group.join(&mut ctx, params, new_member_id)
             }
-            None => JoinOutcome::Done(join_error_response(
+            None => JoinOutcome::Done(join_error(
                 version,
                 StrBytes::new(),
                 ResponseError::UnknownServerError,

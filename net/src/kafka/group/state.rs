@@ -174,7 +174,11 @@ pub(crate) struct Group {
     pub commits_in_flight: usize,
 }
 
-fn join_error(version: i16, member_id: StrBytes, error: ResponseError) -> JoinGroupResponse {
+pub(crate) fn join_error(
+    version: i16,
+    member_id: StrBytes,
+    error: ResponseError,
+) -> JoinGroupResponse {
     let mut response = JoinGroupResponse::default();
     response.error_code = error.code();
     response.generation_id = -1;
@@ -187,14 +191,6 @@ fn join_error(version: i16, member_id: StrBytes, error: ResponseError) -> JoinGr
         Some(StrBytes::new())
     };
     response
-}
-
-pub(crate) fn join_error_response(
-    version: i16,
-    member_id: StrBytes,
-    error: ResponseError,
-) -> JoinGroupResponse {
-    join_error(version, member_id, error)
 }
 
 pub(crate) fn sync_error(error: ResponseError) -> SyncGroupResponse {
@@ -1025,7 +1021,9 @@ impl Group {
     ) -> Option<ResponseError> {
         if member_id.is_empty() {
             // Administrative removal by group.instance.id (KIP-345).
-            let current = group_instance_id.and_then(|id| self.static_member_id(id))?;
+            let Some(current) = group_instance_id.and_then(|id| self.static_member_id(id)) else {
+                return Some(ResponseError::UnknownMemberId);
+            };
             self.remove_member_and_update_group(ctx, &current);
             return None;
         }

@@ -1174,3 +1174,106 @@ fn config_validation() {
     ));
     assert_eq!(GroupConfig::default().initial_rebalance_delay_ms, 3_000);
 }
+
+#[test]
+fn leave_without_member_id_or_instance_is_unknown() {
+    let (mut h, _, _) = Harness::stable_pair();
+    let v1 = LeaveGroupRequest::default().with_group_id(gid(GROUP));
+    let response = h.coordinator.handle_leave(h.now_ms, 1, &v1);
+    assert_eq!(response.error_code, code(ResponseError::UnknownMemberId));
+    // v3+: administrative removal by group.instance.id of an unknown instance.
+    let v3 = LeaveGroupRequest::default()
+        .with_group_id(gid(GROUP))
+        .with_members(vec![
+            MemberIdentity::default().with_group_instance_id(Some(s("no-such-instance")))
+        ]);
+    let response = h.coordinator.handle_leave(h.now_ms, 3, &v3);
+    assert_eq!(
+        response.members[0].error_code,
+        code(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(h.coordinator.group_state(GROUP), Some(GroupState::Stable));
+}
+
+#[test]
+fn static_member_removed_by_instance_id_triggers_a_rebalance() {
+    let mut h = Harness::new(0);
+    let a = h.join_static("", "instance-a");
+    let a = h.join_response(a);
+    let sync = h.sync(&a.member_id, 1, &[(&a.member_id, "A")]);
+    assert_eq!(h.sync_response(sync).error_code, 0);
+    let request = LeaveGroupRequest::default()
+        .with_group_id(gid(GROUP))
+        .with_members(vec![
+            MemberIdentity::default().with_group_instance_id(Some(s("instance-a")))
+        ]);
+    let response = h.coordinator.handle_leave(h.now_ms, 4, &request);
+    assert_eq!(response.members[0].error_code, 0);
+    assert_eq!(h.coordinator.group_state(GROUP), Some(GroupState::Empty));
+    assert_eq!(h.coordinator.group_generation(GROUP), Some(2));
+}
+
+#[test]
+fn group_count_limit_evicts_idle_groups_then_refuses() {
+    let config = GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        groups_max: 2,
+        ..GroupConfig::default()
+    };
+    let mut h = Harness::new(0);
+    h.coordinator = GroupCoordinator::new(config).unwrap();
+    assert_eq!(
+        h.commit_persisted("with-offsets", "", -1, &[("t", 0, 1)]),
+        vec![0]
+    );
+    let a = h.join(3, "");
+    assert_eq!(h.join_response(a).error_code, 0);
+    // Full, and neither group is idle.
+    assert_eq!(
+        h.commit_persisted("third", "", -1, &[("t", 0, 1)]),
+        vec![code(ResponseError::CoordinatorNotAvailable)]
+    );
+    let mut request = Harness::join_request("", None, &["range"]);
+    request.group_id = gid("third");
+    let outcome = h.join_with(3, request.clone());
+    assert_eq!(
+        h.join_response(outcome).error_code,
+        code(ResponseError::CoordinatorNotAvailable)
+    );
+    // Deleting a group frees a slot.
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![gid("with-offsets")]);
+    let outcome = h.coordinator.handle_delete_groups(h.now_ms, 2, &delete);
+    assert_eq!(outcome.response.results[0].error_code, 0);
+    let outcome = h.join_with(3, request);
+    assert_eq!(h.join_response(outcome).error_code, 0);
+    assert_eq!(h.coordinator.group_count(), 2);
+    // A group whose last member left, with no offsets, is idle: evicted to make room.
+    let member = h.coordinator.group_members(GROUP)[0].to_string();
+    assert_eq!(h.leave(&[&member]).members[0].error_code, 0);
+    assert_eq!(h.coordinator.group_state(GROUP), Some(GroupState::Empty));
+    assert_eq!(
+        h.commit_persisted("fourth", "", -1, &[("t", 0, 1)]),
+        vec![0]
+    );
+    assert_eq!(h.coordinator.group_state(GROUP), None);
+    assert_eq!(h.coordinator.group_count(), 2);
+}
+
+#[test]
+fn v9_static_leader_rejoin_in_stable_gets_members_with_skip_assignment() {
+    let mut h = Harness::new(0);
+    let a = h.join_with(9, Harness::join_request("", Some("instance-a"), &["range"]));
+    let a = h.join_response(a);
+    let sync = h.sync(&a.member_id, 1, &[(&a.member_id, "A")]);
+    assert_eq!(h.sync_response(sync).error_code, 0);
+    let rejoin = h.join_with(9, Harness::join_request("", Some("instance-a"), &["range"]));
+    let JoinOutcome::Done(rejoin) = rejoin else {
+        panic!("expected an immediate answer")
+    };
+    assert_eq!(rejoin.error_code, 0);
+    assert!(rejoin.skip_assignment);
+    assert_eq!(rejoin.leader, rejoin.member_id);
+    assert_eq!(rejoin.members.len(), 1);
+    assert_eq!(rejoin.generation_id, 1);
+    assert_eq!(h.coordinator.group_state(GROUP), Some(GroupState::Stable));
+}

@@ -24,6 +24,22 @@
 //! persists it): after a restart every member's next request gets `UNKNOWN_MEMBER_ID` (or
 //! `ILLEGAL_GENERATION` on commit), and consumers rejoin; their offsets are intact.
 //!
+//! Choices where Kafka leaves room or where a state machine must be stricter than a callback:
+//! - `initial_rebalance_delay_ms` defaults to Kafka's 3000: consumers of a fresh group that
+//!   start together form one generation instead of one per arrival, which is what Kafka users
+//!   expect; the price is a 3 s first join. Tests and single-consumer setups use 0.
+//! - A parked request is never dropped. Kafka silently forgets a JoinGroup superseded by a
+//!   newer one from the same member (the old connection is usually gone); we answer it with
+//!   `REBALANCE_IN_PROGRESS`. A removed member's parked SyncGroup gets `UNKNOWN_MEMBER_ID`.
+//! - Groups live in a `BTreeMap`: deterministic iteration for seeded simulation, and no hash
+//!   flooding through client-chosen group ids.
+//! - Timers re-arm from the deadline that fired, not from the time `handle_timeout` ran, so the
+//!   outcome does not depend on how promptly the caller polls.
+//! - DeleteGroups refuses (`NON_EMPTY_GROUP`) an Empty group with offset commits still being
+//!   persisted, so a deletion can never be overtaken by an older commit.
+//! - Empty groups stay (ListGroups shows them, as in Kafka) until deleted or evicted to make
+//!   room at `groups_max` when they hold no offsets.
+//!
 //! Not here: authorization, topic existence checks on commit and coordinator ownership
 //! (`NOT_COORDINATOR`) are the adapter's job; transactional offset commits, offset retention
 //! and expiry, OffsetDelete and the KIP-848 consumer protocol are not implemented.

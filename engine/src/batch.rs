@@ -325,7 +325,7 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
         r = r.get(used..)?;
         let (offset_delta, used) = read_varint(r)?;
         r = r.get(used..)?;
-        let mut field = |r: &mut &'_ [u8]| -> Option<Option<std::ops::Range<usize>>> {
+        let field = |r: &mut &'_ [u8]| -> Option<Option<std::ops::Range<usize>>> {
             let (len, used) = read_varint(r)?;
             *r = r.get(used..)?;
             if len < 0 {
@@ -374,8 +374,15 @@ pub mod build {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Vec<u8> {
-        let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> = records.iter().map(|(k, v)| (*k, Some(*v))).collect();
-        batch_kv(&kv, base_timestamp, producer_id, producer_epoch, base_sequence)
+        let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+            records.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        batch_kv(
+            &kv,
+            base_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        )
     }
 
     /// Keys and values both nullable (a null value is a tombstone).
@@ -543,7 +550,10 @@ mod tests {
         let r = records(&b).unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].key, r[0].value), (Some(&b"k"[..]), None));
-        assert_eq!((r[1].key, r[1].value, r[1].offset_delta), (None, Some(&b"v2"[..]), 1));
+        assert_eq!(
+            (r[1].key, r[1].value, r[1].offset_delta),
+            (None, Some(&b"v2"[..]), 1)
+        );
         for cut in 0..b.len() {
             let _ = records(&b[..cut]);
         }

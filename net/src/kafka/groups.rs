@@ -161,7 +161,11 @@ async fn persist(partition: i32, records: Vec<OffsetLogRecord>) -> Result<(), E>
         tracing::error!(error = %e, "offsets append failed");
         E::CoordinatorNotAvailable
     })?;
-    ticket.committed().await.map(|_| ()).map_err(|_| E::CoordinatorNotAvailable)
+    ticket
+        .committed()
+        .await
+        .map(|_| ())
+        .map_err(|_| E::CoordinatorNotAvailable)
 }
 
 /// Rebuilds committed offsets from every offsets partition this shard owns. Call once
@@ -187,7 +191,9 @@ pub async fn replay_offsets() {
             let bytes: Vec<u8> = out.chunks.iter().flat_map(|c| c.iter().copied()).collect();
             let mut pos = 0;
             while pos < bytes.len() {
-                let Ok(h) = batch::parse_header(&bytes[pos..]) else { break };
+                let Ok(h) = batch::parse_header(&bytes[pos..]) else {
+                    break;
+                };
                 let end = pos + h.total_len();
                 if end > bytes.len() {
                     break;
@@ -199,7 +205,9 @@ pub async fn replay_offsets() {
                             svc.coordinator.borrow_mut().replay(record);
                             replayed += 1;
                         }
-                        Err(e) => tracing::warn!(partition = p, error = %e, "skipping bad offsets record"),
+                        Err(e) => {
+                            tracing::warn!(partition = p, error = %e, "skipping bad offsets record")
+                        }
                     }
                 }
                 next = Offset(h.last_offset() + 1);
@@ -208,7 +216,11 @@ pub async fn replay_offsets() {
         }
     }
     if replayed > 0 {
-        tracing::info!(shard = me.id().0, records = replayed, "replayed committed offsets");
+        tracing::info!(
+            shard = me.id().0,
+            records = replayed,
+            "replayed committed offsets"
+        );
     }
 }
 
@@ -239,7 +251,12 @@ fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordinato
         if key.is_empty() {
             return (E::InvalidRequest.code(), -1, String::new(), -1);
         }
-        (0, config.node_id, config.advertised_host.clone(), config.advertised_port as i32)
+        (
+            0,
+            config.node_id,
+            config.advertised_host.clone(),
+            config.advertised_port as i32,
+        )
     };
     if version >= 4 {
         let coordinators = req
@@ -257,7 +274,8 @@ fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordinato
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let (code, node, host, port) = answer(&req.key, if version >= 1 { req.key_type } else { 0 });
+        let (code, node, host, port) =
+            answer(&req.key, if version >= 1 { req.key_type } else { 0 });
         FindCoordinatorResponse::default()
             .with_error_code(code)
             .with_node_id(BrokerId(node))
@@ -267,9 +285,15 @@ fn find_coordinator(req: FindCoordinatorRequest, version: i16) -> FindCoordinato
 }
 
 /// Group APIs. `None` only for requests this module does not serve.
-pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> Option<ResponseKind> {
+pub async fn dispatch(
+    body: RequestKind,
+    version: i16,
+    ctx: &RequestContext,
+) -> Option<ResponseKind> {
     Some(match body {
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(r, version)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator(r, version))
+        }
         RequestKind::JoinGroup(r) => {
             let client = ClientInfo {
                 client_id: StrBytes::from_string(ctx.client_id.clone().unwrap_or_default()),
@@ -279,7 +303,10 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
             };
             let group = r.group_id.to_string();
             let reply = on_coordinator(&group, move |svc, _| async move {
-                let outcome = svc.coordinator.borrow_mut().handle_join(svc.now_ms(), version, &client, r);
+                let outcome =
+                    svc.coordinator
+                        .borrow_mut()
+                        .handle_join(svc.now_ms(), version, &client, r);
                 match outcome {
                     JoinOutcome::Done(resp) => {
                         svc.pump();
@@ -297,13 +324,18 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
             })
             .await
             .flatten()
-            .unwrap_or_else(|| JoinGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
+            .unwrap_or_else(|| {
+                JoinGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code())
+            });
             ResponseKind::JoinGroup(reply)
         }
         RequestKind::SyncGroup(r) => {
             let group = r.group_id.to_string();
             let reply = on_coordinator(&group, move |svc, _| async move {
-                let outcome = svc.coordinator.borrow_mut().handle_sync(svc.now_ms(), version, &r);
+                let outcome = svc
+                    .coordinator
+                    .borrow_mut()
+                    .handle_sync(svc.now_ms(), version, &r);
                 match outcome {
                     SyncOutcome::Done(resp) => {
                         svc.pump();
@@ -321,29 +353,41 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
             })
             .await
             .flatten()
-            .unwrap_or_else(|| SyncGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
+            .unwrap_or_else(|| {
+                SyncGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code())
+            });
             ResponseKind::SyncGroup(reply)
         }
         RequestKind::Heartbeat(r) => {
             let group = r.group_id.to_string();
             let reply = on_coordinator(&group, move |svc, _| async move {
-                let resp = svc.coordinator.borrow_mut().handle_heartbeat(svc.now_ms(), version, &r);
+                let resp = svc
+                    .coordinator
+                    .borrow_mut()
+                    .handle_heartbeat(svc.now_ms(), version, &r);
                 svc.pump();
                 resp
             })
             .await
-            .unwrap_or_else(|| HeartbeatResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
+            .unwrap_or_else(|| {
+                HeartbeatResponse::default().with_error_code(E::CoordinatorNotAvailable.code())
+            });
             ResponseKind::Heartbeat(reply)
         }
         RequestKind::LeaveGroup(r) => {
             let group = r.group_id.to_string();
             let reply = on_coordinator(&group, move |svc, _| async move {
-                let resp = svc.coordinator.borrow_mut().handle_leave(svc.now_ms(), version, &r);
+                let resp = svc
+                    .coordinator
+                    .borrow_mut()
+                    .handle_leave(svc.now_ms(), version, &r);
                 svc.pump();
                 resp
             })
             .await
-            .unwrap_or_else(|| LeaveGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
+            .unwrap_or_else(|| {
+                LeaveGroupResponse::default().with_error_code(E::CoordinatorNotAvailable.code())
+            });
             ResponseKind::LeaveGroup(reply)
         }
         RequestKind::OffsetCommit(r) => {
@@ -353,10 +397,12 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(0);
-                let outcome = svc
-                    .coordinator
-                    .borrow_mut()
-                    .handle_offset_commit(svc.now_ms(), wall, version, &r);
+                let outcome = svc.coordinator.borrow_mut().handle_offset_commit(
+                    svc.now_ms(),
+                    wall,
+                    version,
+                    &r,
+                );
                 match outcome {
                     OffsetCommitOutcome::Done(resp) => Some(resp),
                     OffsetCommitOutcome::Persist { token, records } => {
@@ -385,7 +431,11 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
                         .with_require_stable(r.require_stable);
                     let group = g.group_id.to_string();
                     let resp = on_coordinator(&group, move |svc, _| async move {
-                        svc.coordinator.borrow_mut().handle_offset_fetch(svc.now_ms(), version, &single)
+                        svc.coordinator.borrow_mut().handle_offset_fetch(
+                            svc.now_ms(),
+                            version,
+                            &single,
+                        )
                     })
                     .await;
                     if let Some(mut resp) = resp {
@@ -396,10 +446,15 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
             } else {
                 let group = r.group_id.to_string();
                 let reply = on_coordinator(&group, move |svc, _| async move {
-                    svc.coordinator.borrow_mut().handle_offset_fetch(svc.now_ms(), version, &r)
+                    svc.coordinator
+                        .borrow_mut()
+                        .handle_offset_fetch(svc.now_ms(), version, &r)
                 })
                 .await
-                .unwrap_or_else(|| OffsetFetchResponse::default().with_error_code(E::CoordinatorNotAvailable.code()));
+                .unwrap_or_else(|| {
+                    OffsetFetchResponse::default()
+                        .with_error_code(E::CoordinatorNotAvailable.code())
+                });
                 ResponseKind::OffsetFetch(reply)
             }
         }
@@ -413,7 +468,11 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
                     .ctx
                     .run_on(ShardId(s), move || async move {
                         let svc = service();
-                        let resp = svc.coordinator.borrow_mut().handle_list_groups(svc.now_ms(), version, &r);
+                        let resp = svc.coordinator.borrow_mut().handle_list_groups(
+                            svc.now_ms(),
+                            version,
+                            &r,
+                        );
                         resp
                     })
                     .await
@@ -433,7 +492,11 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
                     .with_groups(vec![g.clone()])
                     .with_include_authorized_operations(r.include_authorized_operations);
                 let resp = on_coordinator(g, move |svc, _| async move {
-                    svc.coordinator.borrow_mut().handle_describe_groups(svc.now_ms(), version, &single)
+                    svc.coordinator.borrow_mut().handle_describe_groups(
+                        svc.now_ms(),
+                        version,
+                        &single,
+                    )
                 })
                 .await;
                 if let Some(mut resp) = resp {
@@ -447,11 +510,16 @@ pub async fn dispatch(body: RequestKind, version: i16, ctx: &RequestContext) -> 
             for g in &r.groups_names {
                 let single = DeleteGroupsRequest::default().with_groups_names(vec![g.clone()]);
                 let resp = on_coordinator(g, move |svc, partition| async move {
-                    let outcome = svc
-                        .coordinator
-                        .borrow_mut()
-                        .handle_delete_groups(svc.now_ms(), version, &single);
-                    let records = outcome.tombstones.into_iter().map(OffsetLogRecord::from).collect();
+                    let outcome = svc.coordinator.borrow_mut().handle_delete_groups(
+                        svc.now_ms(),
+                        version,
+                        &single,
+                    );
+                    let records = outcome
+                        .tombstones
+                        .into_iter()
+                        .map(OffsetLogRecord::from)
+                        .collect();
                     if let Err(e) = persist(partition, records).await {
                         tracing::error!(error = ?e, "persisting group deletion failed");
                     }

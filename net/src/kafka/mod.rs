@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod errors;
 pub mod frame;
+pub mod group;
 pub mod groups;
 pub mod handlers;
 pub mod limits;

@@ -20,8 +20,8 @@ use glommio::task::JoinHandle;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use super::broker::shard;
-use super::groups::RequestContext;
 use super::frame::{decode_request, encode_response, ErrorAction, FrameDecoder};
+use super::groups::RequestContext;
 use super::handlers;
 use super::limits::{MAX_CONNECTIONS_PER_SHARD, MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION};
 use super::scatter::ScatterFrame;

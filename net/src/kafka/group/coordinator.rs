@@ -47,6 +47,7 @@ pub struct ClientInfo {
 pub struct CommitToken(pub u64);
 
 /// The immediate result of [`GroupCoordinator::handle_offset_commit`].
+#[must_use = "records must be persisted before the commit is acknowledged"]
 #[derive(Debug, Clone, PartialEq)]
 pub enum OffsetCommitOutcome {
     /// Nothing to persist (every partition failed validation): send this response.
@@ -62,6 +63,7 @@ pub enum OffsetCommitOutcome {
 }
 
 /// The result of [`GroupCoordinator::handle_delete_groups`].
+#[must_use = "tombstones must be persisted before the deletion is acknowledged"]
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteGroupsOutcome {
     /// The response to send once `tombstones` are appended to the offsets log.

@@ -93,6 +93,7 @@ pub enum Reply {
 }
 
 /// The immediate result of [`GroupCoordinator::handle_join`].
+#[must_use = "a pending token must be matched with its reply from poll_replies"]
 #[derive(Debug, Clone, PartialEq)]
 pub enum JoinOutcome {
     /// Answered now.
@@ -102,6 +103,7 @@ pub enum JoinOutcome {
 }
 
 /// The immediate result of [`GroupCoordinator::handle_sync`].
+#[must_use = "a pending token must be matched with its reply from poll_replies"]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncOutcome {
     /// Answered now.

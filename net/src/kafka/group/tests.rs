@@ -1277,3 +1277,36 @@ fn v9_static_leader_rejoin_in_stable_gets_members_with_skip_assignment() {
     assert_eq!(rejoin.generation_id, 1);
     assert_eq!(h.coordinator.group_state(GROUP), Some(GroupState::Stable));
 }
+
+#[test]
+fn late_timer_processing_gives_the_same_outcome_as_prompt_processing() {
+    // Regression: the initial-delay extension used to re-arm from the time handle_timeout ran,
+    // so a caller polling late delayed the first generation further.
+    let run = |steps: &[u64]| {
+        let mut h = Harness::new(3_000);
+        let a = h.join(3, "");
+        let _b = h.join(3, "");
+        for step in steps {
+            h.advance(*step);
+        }
+        let answered_at = h.now_ms;
+        (h.is_answered(&a), answered_at)
+    };
+    assert_eq!(run(&[3_000, 3_000]), (true, 7_000));
+    assert_eq!(run(&[6_000]), (true, 7_000));
+    assert_eq!(run(&[5_999]), (false, 6_999));
+}
+
+#[test]
+fn offset_commit_counts_as_liveness() {
+    let (mut h, leader, follower) = Harness::stable_pair();
+    for _ in 0..4 {
+        h.advance(4_000);
+        assert_eq!(h.heartbeat(&leader, 1), 0);
+        assert_eq!(
+            h.commit_persisted(GROUP, &follower, 1, &[("t", 0, 1)]),
+            vec![0]
+        );
+    }
+    assert_eq!(h.coordinator.group_members(GROUP).len(), 2);
+}

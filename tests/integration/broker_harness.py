@@ -7,12 +7,14 @@ their own (a module, say) use `Broker` directly.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
 import subprocess
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,6 +40,19 @@ def register_broker(request: pytest.FixtureRequest, broker) -> None:
 
 def brokers_used_by(item: pytest.Item) -> list:
     return item.stash.get(_BROKERS_USED_KEY, [])
+
+
+# Brokers started and not yet seen to exit; killed at interpreter exit so an
+# interrupted run leaves no broker holding a port.
+_LIVE_BROKERS: "weakref.WeakSet[Broker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftover_brokers() -> None:
+    for broker in list(_LIVE_BROKERS):
+        if broker.is_running():
+            broker.process.kill()
+            broker.process.wait(timeout=BROKER_STOP_TIMEOUT_S)
 
 
 def quiver_bin() -> Path:
@@ -156,10 +171,10 @@ class Broker:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
-                # Its own process group: a Ctrl-C on pytest does not hit the
-                # broker mid-test, and teardown decides how it dies.
-                start_new_session=True,
+                # Same process group as pytest on purpose: when `timeout` or a
+                # Ctrl-C ends the run, the brokers go with it.
             )
+        _LIVE_BROKERS.add(self)
         self.wait_ready(ready_timeout_s)
         return self
 

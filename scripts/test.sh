@@ -12,6 +12,7 @@
 #
 # Environment knobs:
 #   QUIVER_SKIP_INSTALL=1   do not touch apt or .venv (offline re-runs)
+#   QUIVER_INSTALL_ONLY=1   install kcat and .venv, then stop
 #   QUIVER_SKIP_CARGO_TESTS=1  skip the Rust test stage
 #   PYTEST_TIMEOUT_S        per-test time limit (default 180 s)
 #   INTEGRATION_TIMEOUT_S   limit for the whole integration stage (default 1800 s)
@@ -152,6 +153,10 @@ if [[ "${QUIVER_SKIP_INSTALL:-0}" != "1" ]]; then
     log "install"
     install_system_packages
     install_python_packages
+fi
+if [[ "${QUIVER_INSTALL_ONLY:-0}" == "1" ]]; then
+    log "installed; stopping (QUIVER_INSTALL_ONLY=1)"
+    exit 0
 fi
 
 log "cargo build --release --bins"

@@ -913,9 +913,13 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Earliest offset whose batch has a max timestamp at or after `timestamp`
-    /// (batch granularity), or None if every committed batch is older.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>> {
+    /// The first committed batch whose max timestamp is at or after `timestamp`, as
+    /// (base offset, max timestamp, the batch's bytes), or None if every committed batch
+    /// is older. The caller finds the exact record inside (it may be compressed).
+    pub async fn batch_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(Offset, i64, Bytes)>> {
         let candidates: Vec<(Rc<DmaFile>, PathBuf, u64, u64, Vec<TailChunk>)> = {
             let st = self.state.borrow();
             st.segments
@@ -945,10 +949,26 @@ impl PartitionLog {
                 .await?;
                 let mut advanced = false;
                 while let Some(h) = view.header_at(pos) {
+                    let len = h.total_len() as u64;
                     if h.max_timestamp.get() >= timestamp {
-                        return Ok(Some((Offset(h.base_offset.get()), h.max_timestamp.get())));
+                        let whole = if view.covers(pos, pos + len) {
+                            view
+                        } else {
+                            ByteView::load(&file, &path, &tail, pos, len).await?
+                        };
+                        let parts = whole.slice(pos, pos + len);
+                        let bytes = if parts.len() == 1 {
+                            parts.into_iter().next().unwrap_or_default()
+                        } else {
+                            Bytes::from(parts.concat())
+                        };
+                        return Ok(Some((
+                            Offset(h.base_offset.get()),
+                            h.max_timestamp.get(),
+                            bytes,
+                        )));
                     }
-                    pos += h.total_len() as u64;
+                    pos += len;
                     advanced = true;
                     if pos >= limit {
                         break;

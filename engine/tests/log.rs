@@ -434,23 +434,27 @@ fn invalid_batches_are_rejected_and_not_stored() {
 }
 
 #[test]
-fn offset_for_timestamp_finds_first_batch_at_or_after() {
+fn batch_for_timestamp_finds_first_batch_at_or_after() {
     run("timestamps", |dir| async move {
         let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
         append_n(&log, 100, 5).await; // batch b has timestamp 1000 + 5b
-        let (off, ts) = log
-            .offset_for_timestamp(1000 + 5 * 40)
+        let (off, ts, bytes) = log
+            .batch_for_timestamp(1000 + 5 * 40)
             .await
             .unwrap()
             .unwrap();
         assert_eq!((off, ts), (Offset(200), 1200));
-        let (off, _) = log.offset_for_timestamp(1202).await.unwrap().unwrap();
+        assert_eq!(
+            batch::validate_batch(&bytes).unwrap().base_offset.get(),
+            200
+        );
+        let (off, _, _) = log.batch_for_timestamp(1202).await.unwrap().unwrap();
         assert_eq!(off, Offset(205));
         assert_eq!(
-            log.offset_for_timestamp(0).await.unwrap().unwrap().0,
+            log.batch_for_timestamp(0).await.unwrap().unwrap().0,
             Offset(0)
         );
-        assert!(log.offset_for_timestamp(1_000_000).await.unwrap().is_none());
+        assert!(log.batch_for_timestamp(1_000_000).await.unwrap().is_none());
     });
 }
 

@@ -14,6 +14,37 @@ pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 pub const MAX_TIMESTAMP: i64 = -3;
 
+/// The exact record inside a batch: the first whose timestamp is at or after `target`
+/// (or, for max-timestamp, equal to it). Decodes compressed batches too; if decoding
+/// fails the batch's base offset is the answer (still a valid lower bound).
+fn record_at_or_after(
+    base: i64,
+    max_ts: i64,
+    batch: bytes::Bytes,
+    target: i64,
+    exact: bool,
+) -> (i64, i64) {
+    let mut buf = batch;
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| {
+                if exact {
+                    r.timestamp == target
+                } else {
+                    r.timestamp >= target
+                }
+            })
+            .map(|r| (r.offset, r.timestamp))
+            .unwrap_or((base, max_ts)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not decode batch for a timestamp lookup");
+            (base, max_ts)
+        }
+    }
+}
+
 pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let me = shard();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -61,14 +92,14 @@ pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsRespons
                     LATEST => Ok(Some((log.high_watermark().0, -1))),
                     MAX_TIMESTAMP => {
                         let ts = log.max_timestamp();
-                        log.offset_for_timestamp(ts)
+                        log.batch_for_timestamp(ts)
                             .await
-                            .map(|r| r.map(|(o, t)| (o.0, t)))
+                            .map(|r| r.map(|(o, t, b)| record_at_or_after(o.0, t, b, ts, true)))
                     }
                     ts => log
-                        .offset_for_timestamp(ts)
+                        .batch_for_timestamp(ts)
                         .await
-                        .map(|r| r.map(|(o, t)| (o.0, t))),
+                        .map(|r| r.map(|(o, t, b)| record_at_or_after(o.0, t, b, ts, false))),
                 };
                 out.push((ti, pi, result.map_err(|e| error_code(&e))));
             }

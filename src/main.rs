@@ -128,8 +128,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting quiver"
     );
     let config = Arc::new(config);
+    // SIGTERM/SIGINT set a flag; every shard notices it, stops serving, flushes its logs
+    // and returns, and the process exits 0. SIGKILL of course skips all of this, which
+    // is what recovery is for.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handler")?;
+    }
     runtime::run(&runtime_config, move |ctx| {
         let config = Arc::clone(&config);
+        let stop = Arc::clone(&stop);
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
                 tracing::error!(error = %e, "storage is not usable for direct I/O");
@@ -144,9 +153,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             glommio::spawn_local(Rc::clone(&shard).retention_loop()).detach();
             glommio::spawn_local(quiver_net::kafka::groups::run_coordinator_timers()).detach();
-            if let Err(e) = quiver_net::kafka::server::serve(config.kafka_listen).await {
-                tracing::error!(error = %e, addr = %config.kafka_listen, "kafka listener failed");
-                std::process::exit(2);
+            let serve = quiver_net::kafka::server::serve(config.kafka_listen);
+            let stopped = async {
+                while !stop.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            futures::pin_mut!(serve, stopped);
+            match futures::future::select(serve, stopped).await {
+                futures::future::Either::Left((Err(e), _)) => {
+                    tracing::error!(error = %e, addr = %config.kafka_listen, "kafka listener failed");
+                    std::process::exit(2);
+                }
+                _ => {
+                    for (_, log) in shard.local_logs() {
+                        log.flushed().await;
+                    }
+                    tracing::info!(shard = shard.id().0, "shard stopped cleanly");
+                }
             }
         }
     })
@@ -155,3 +179,4 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};

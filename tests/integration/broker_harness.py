@@ -59,6 +59,10 @@ def quiver_bin() -> Path:
     return Path(os.environ.get("QUIVER_BIN", REPO_ROOT / "target" / "release" / "quiver"))
 
 
+# Longest we wait for a killed broker's listening socket to disappear.
+GHOST_LISTENER_WAIT_S = 10.0
+
+
 def extra_broker_args() -> list[str]:
     """Flags every spawned broker gets: QUIVER_CORES=N adds `--cores N`."""
     args: list[str] = []
@@ -151,6 +155,12 @@ class Broker:
                 f"broker binary {self.binary} not found: run `cargo build --release --bins` "
                 "or set QUIVER_BIN"
             )
+        # After SIGKILL the kernel tears down the dead broker's io_uring asynchronously,
+        # and the listening socket it references can accept connections for a moment
+        # after the process is reaped. Wait for it to go before starting over it.
+        deadline = time.monotonic() + GHOST_LISTENER_WAIT_S
+        while port_accepts_connections(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if port_accepts_connections(self.host, self.port):
             raise BrokerError(
                 f"{self.host}:{self.port} already accepts connections before {self.name} started: "

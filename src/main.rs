@@ -169,7 +169,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     for (_, log) in shard.local_logs() {
                         log.flushed().await;
                     }
-                    tracing::info!(shard = shard.id().0, "shard stopped cleanly");
+                    let totals = quiver_net::kafka::scatter::thread_totals();
+                    tracing::info!(
+                        shard = shard.id().0,
+                        responses = totals.frames,
+                        bytes_referenced = totals.bytes_referenced,
+                        bytes_copied = totals.bytes_copied,
+                        copied_per_byte_served = totals.copied_per_byte_served(),
+                        "shard stopped cleanly"
+                    );
                 }
             }
         }

@@ -57,6 +57,17 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).clamp(1, MAX_FETCH_RESPONSE_BYTES);
 
+    // We never hand out sessions, so a non-zero session id names one we do not have
+    // (Kafka answers FETCH_SESSION_ID_NOT_FOUND; the client then starts over without).
+    if version >= 7 && req.session_id != 0 {
+        return FetchReply {
+            response: FetchResponse::default()
+                .with_error_code(E::FetchSessionIdNotFound.code())
+                .with_session_id(0),
+            direct: Vec::new(),
+            spliced: Vec::new(),
+        };
+    }
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {

@@ -70,6 +70,58 @@ impl ShardContext {
     }
 }
 
+/// A way into the shards from threads that are not shards (the QUIC endpoint runs on
+/// its own tokio thread). Cloneable and `Send`; each shard drains its inbox, a bounded
+/// channel, so a flood from outside waits instead of growing memory.
+#[derive(Clone)]
+pub struct ExternalHandle {
+    inboxes: Vec<futures::channel::mpsc::Sender<ShardTask>>,
+}
+
+/// The receiving ends of an [`ExternalHandle`], one per shard, for [`run_with_external`].
+pub struct ExternalInboxes(Vec<futures::channel::mpsc::Receiver<ShardTask>>);
+
+impl ExternalHandle {
+    /// A handle for `shards` shards and the inboxes to pass to [`run_with_external`].
+    pub fn new(shards: usize) -> (ExternalHandle, ExternalInboxes) {
+        let (senders, receivers) = (0..shards)
+            .map(|_| futures::channel::mpsc::channel(SHARD_CHANNEL_CAPACITY))
+            .unzip();
+        (
+            ExternalHandle { inboxes: senders },
+            ExternalInboxes(receivers),
+        )
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Runs `f` on `shard` and returns its result to the calling thread.
+    pub async fn run_on<R, F, Fut>(&self, shard: ShardId, f: F) -> Result<R>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        use futures::SinkExt;
+        let mut inbox = self
+            .inboxes
+            .get(shard.0)
+            .cloned()
+            .ok_or(EngineError::ShardGone)?;
+        let (tx, rx) = oneshot::channel();
+        let task: ShardTask = Box::new(move || {
+            glommio::spawn_local(async move {
+                let _ = tx.send(f().await);
+            })
+            .detach();
+        });
+        inbox.send(task).await.map_err(|_| EngineError::ShardGone)?;
+        rx.await.map_err(|_| EngineError::ShardGone)
+    }
+}
+
 /// How the runtime is laid out.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -176,13 +228,36 @@ where
     F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    let (_, inboxes) = ExternalHandle::new(config.cpus.len());
+    run_with_external(config, inboxes, per_shard)
+}
+
+/// Like [`run`], with each shard also serving its inbox of an [`ExternalHandle`].
+/// Inbox `i` is served by the shard with id `i`.
+pub fn run_with_external<F, Fut>(
+    config: &RuntimeConfig,
+    inboxes: ExternalInboxes,
+    per_shard: F,
+) -> Result<()>
+where
+    F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     ensure_memlock(config)?;
+    // Shard ids come from the mesh join order, so inboxes are handed out by id once
+    // each executor knows its id.
+    let inboxes: std::sync::Arc<
+        std::sync::Mutex<Vec<Option<futures::channel::mpsc::Receiver<ShardTask>>>>,
+    > = std::sync::Arc::new(std::sync::Mutex::new(
+        inboxes.0.into_iter().map(Some).collect(),
+    ));
     let count = config.cpus.len();
     let mesh = MeshBuilder::<ShardTask, _>::full(count, SHARD_CHANNEL_CAPACITY);
     let mut handles = Vec::with_capacity(count);
     for &cpu in &config.cpus {
         let mesh = mesh.clone();
         let per_shard = per_shard.clone();
+        let inboxes = std::sync::Arc::clone(&inboxes);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{cpu}"))
             .io_memory(config.io_memory_bytes)
@@ -195,6 +270,20 @@ where
                     }
                 };
                 let id = ShardId(senders.peer_id());
+                // Start-up only: each shard takes its own inbox once.
+                let inbox = inboxes
+                    .lock()
+                    .ok()
+                    .and_then(|mut v| v.get_mut(id.0).and_then(Option::take));
+                if let Some(mut inbox) = inbox {
+                    glommio::spawn_local(async move {
+                        use futures::StreamExt;
+                        while let Some(task) = inbox.next().await {
+                            task();
+                        }
+                    })
+                    .detach();
+                }
                 for (_, rx) in receivers.streams() {
                     glommio::spawn_local(async move {
                         while let Some(task) = rx.recv().await {
@@ -245,6 +334,47 @@ mod tests {
             assert_eq!(a.iter().filter(|x| x.0 == s).count(), 2);
         }
         assert_eq!(shard_for("x", 5, 1), ShardId(0));
+    }
+
+    #[test]
+    fn external_threads_reach_every_shard() {
+        let config = RuntimeConfig::with_cores(Some(2));
+        let (handle, inboxes) = ExternalHandle::new(config.cpus.len());
+        let outside = std::thread::spawn(move || {
+            futures::executor::block_on(async {
+                let mut seen = Vec::new();
+                for s in 0..handle.shard_count() {
+                    let name = handle
+                        .run_on(ShardId(s), || async {
+                            std::thread::current().name().unwrap_or("").to_string()
+                        })
+                        .await
+                        .unwrap();
+                    seen.push(name);
+                }
+                seen
+            })
+        });
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d2 = done.clone();
+        let waiter = std::thread::spawn(move || {
+            let seen = outside.join().unwrap();
+            d2.store(true, std::sync::atomic::Ordering::SeqCst);
+            seen
+        });
+        run_with_external(&config, inboxes, move |_ctx| {
+            let done = done.clone();
+            async move {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        })
+        .unwrap();
+        let seen = waiter.join().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|n| n.starts_with("shard-")));
+        assert_ne!(seen[0], seen[1]);
     }
 
     #[test]

@@ -747,6 +747,40 @@ mod tests {
         }
     }
 
+    /// Regression: kafka-protocol 0.18 sized `Vec::with_capacity` from the wire count before
+    /// decoding any element, so 16 bytes asking for i32::MAX Metadata topics (or u32::MAX-1
+    /// compact ones) made a 100+ GiB allocation request and aborted the process.
+    #[test]
+    fn huge_array_counts_are_refused_without_allocating() {
+        // Metadata v0 (non-flexible): header v1 with null client id, then topics count.
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::Metadata as i16);
+        frame.put_i16(0);
+        frame.put_i32(13);
+        frame.put_i16(-1);
+        frame.put_i32(i32::MAX);
+        let error = decode_request(frame.freeze()).expect_err("count exceeds frame");
+        assert!(
+            matches!(error, RequestError::MalformedBody { .. }),
+            "{error:?}"
+        );
+
+        // Metadata v12 (flexible): header v2 adds a tagged-field count; the topics count is an
+        // unsigned varint holding count + 1.
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::Metadata as i16);
+        frame.put_i16(12);
+        frame.put_i32(14);
+        frame.put_i16(-1);
+        frame.put_u8(0);
+        frame.put_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+        let error = decode_request(frame.freeze()).expect_err("count exceeds frame");
+        assert!(
+            matches!(error, RequestError::MalformedBody { .. }),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn malformed_utf8_client_id_is_a_header_error() {
         let mut frame = BytesMut::new();

@@ -904,6 +904,29 @@ impl<T: Decodable> Decoder<Option<T>> for OptionStruct {
     }
 }
 
+/// QUIVER PATCH: most elements an array decoder pre-allocates room for.
+///
+/// Larger arrays still decode; their `Vec` grows as elements actually arrive.
+const MAX_PREALLOCATED_ARRAY_ELEMENTS: usize = 1024;
+
+/// QUIVER PATCH: the capacity to pre-allocate for an array of `count` elements read off the
+/// wire with `remaining` bytes left, or an error if the count cannot be genuine.
+///
+/// Upstream 0.18.0 passed the wire count straight to `Vec::with_capacity`, so a request of a
+/// few bytes declaring `i32::MAX` elements (e.g. Metadata v0: `00 03 00 00 00 00 00 0d ff ff
+/// 7f ff ff ff`) asked for a ~150 GB allocation, which aborts the process (allocation failure
+/// is not a catchable panic). Every array element occupies at least one byte on the wire, so a
+/// count above the bytes remaining is malformed; Kafka's own generated Java decoders reject it
+/// the same way (KAFKA-14063). Below that, pre-allocation is still capped so that a large frame
+/// cannot reserve `count * size_of::<T>()` up front. Upstream discussion: kafka-protocol-rs pull
+/// requests #152, #161 and #200.
+fn array_capacity(count: usize, remaining: usize) -> Result<usize> {
+    if count > remaining {
+        bail!("Array length {count} exceeds the {remaining} bytes remaining");
+    }
+    Ok(count.min(MAX_PREALLOCATED_ARRAY_ELEMENTS))
+}
+
 /// An array whose length is encoded with an `i32`.
 #[derive(Debug, Copy, Clone)]
 pub struct Array<E>(pub E);
@@ -985,7 +1008,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // QUIVER PATCH: was `Vec::with_capacity(n as usize)`, see `array_capacity`.
+                let mut result = Vec::with_capacity(array_capacity(n as usize, buf.remaining())?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1117,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // QUIVER PATCH: was `Vec::with_capacity((n - 1) as usize)`, see `array_capacity`.
+                let mut result =
+                    Vec::with_capacity(array_capacity((n - 1) as usize, buf.remaining())?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }

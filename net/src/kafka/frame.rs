@@ -797,6 +797,52 @@ mod tests {
         assert_eq!(error.correlation_id(), Some(11));
     }
 
+    /// Writes a seed corpus for `fuzz/fuzz_targets/kafka_request.rs`: a default request for
+    /// every served API and version, plus a Produce request with records, each in both of the
+    /// target's modes (even first byte: frame body; odd: byte stream). Run with
+    /// `cargo test -p quiver-net write_fuzz_seed_corpus -- --ignored`; the directory defaults to
+    /// `fuzz/corpus/kafka_request`, or `QUIVER_FUZZ_SEED_DIR`.
+    #[test]
+    #[ignore = "writes files; run by hand before fuzzing"]
+    fn write_fuzz_seed_corpus() {
+        let dir = std::env::var_os("QUIVER_FUZZ_SEED_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../fuzz/corpus/kafka_request")
+            });
+        std::fs::create_dir_all(&dir).expect("create seed directory");
+        let mut frames: Vec<(String, BytesMut)> = Vec::new();
+        fn add<T: Encodable + Default>(frames: &mut Vec<(String, BytesMut)>, api_key: ApiKey) {
+            let range = versions::supported(api_key).expect("served");
+            for version in range.min..=range.max {
+                let frame = request_frame(api_key, version, version.into(), &T::default());
+                frames.push((format!("{api_key:?}-v{version}"), frame));
+            }
+        }
+        macro_rules! add_all {
+            ($($key:ident: $request:ident, $min:literal..=$max:literal;)*) => {
+                $(add::<kafka_protocol::messages::$request>(&mut frames, ApiKey::$key);)*
+            };
+        }
+        served_apis!(add_all);
+        for version in [3, 9, 10] {
+            let request = produce_request(Bytes::from_static(b"record batch bytes"));
+            frames.push((
+                format!("Produce-records-v{version}"),
+                request_frame(ApiKey::Produce, version, 1, &request),
+            ));
+        }
+        for (name, frame) in &frames {
+            let mut body_mode = vec![0u8];
+            body_mode.extend_from_slice(&frame[FRAME_SIZE_PREFIX_BYTES..]);
+            std::fs::write(dir.join(format!("{name}-body")), body_mode).expect("write seed");
+            let mut stream_mode = vec![2 * 16 + 1];
+            stream_mode.extend_from_slice(frame);
+            std::fs::write(dir.join(format!("{name}-stream")), stream_mode).expect("write seed");
+        }
+    }
+
     // --- encode_response ---
 
     #[test]

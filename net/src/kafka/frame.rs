@@ -4,7 +4,8 @@
 //! Invariants: no input makes these functions panic; every failure is a typed error that says
 //! whether the client can still be answered. Decoding is zero-copy: the frame is a `Bytes` split
 //! off the connection's buffer, and byte fields of the request (Produce `records` above all) are
-//! slices of that same allocation.
+//! slices of that same allocation. A consequence to keep in mind: holding on to such a slice
+//! keeps the whole read-buffer allocation it came from alive.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -221,8 +222,7 @@ impl RequestError {
 /// Decodes one request frame body (as returned by [`FrameDecoder::decode`]).
 ///
 /// Only APIs and versions in `versions::SUPPORTED_APIS` are decoded. Bytes after the body are
-/// ignored, as Kafka's broker ignores them, so that clients sending newer optional trailing data
-/// keep working.
+/// ignored, as Kafka's broker does (it does not check that a request used up its frame).
 pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, RequestError> {
     let Some(prefix) = frame.first_chunk::<REQUEST_HEADER_FIXED_PREFIX_BYTES>() else {
         return Err(RequestError::Truncated {

@@ -75,6 +75,9 @@ pub struct ScatterWriter {
     /// `Bytes` that may be referenced instead of copied, sorted by (address, length) on demand.
     registered: Vec<Bytes>,
     registered_sorted: bool,
+    /// Length of the shortest registered `Bytes`: shorter slices (every integer field) skip the
+    /// lookup.
+    shortest_registered_len: usize,
 }
 
 impl Default for ScatterWriter {
@@ -96,6 +99,7 @@ impl ScatterWriter {
             current: BytesMut::with_capacity(copied_bytes),
             registered: Vec::new(),
             registered_sorted: true,
+            shortest_registered_len: usize::MAX,
         }
     }
 
@@ -104,6 +108,7 @@ impl ScatterWriter {
     pub fn register(&mut self, bytes: Bytes) {
         // An empty slice has nothing to share, and would only add an empty chunk.
         if !bytes.is_empty() {
+            self.shortest_registered_len = self.shortest_registered_len.min(bytes.len());
             self.registered.push(bytes);
             self.registered_sorted = false;
         }
@@ -144,7 +149,7 @@ impl ScatterWriter {
 
     /// The registered `Bytes` occupying exactly `slice`'s memory, if any.
     fn find_registered(&mut self, slice: &[u8]) -> Option<Bytes> {
-        if self.registered.is_empty() {
+        if slice.len() < self.shortest_registered_len {
             return None;
         }
         if !self.registered_sorted {
@@ -247,6 +252,7 @@ unsafe impl BufMut for ScatterWriter {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        // `register` ignores empty `Bytes`, so an empty `src` never matches.
         if !src.is_empty() {
             if let Some(referenced) = self.find_registered(src) {
                 self.seal_current();

@@ -4,7 +4,8 @@
 //! Invariants: no input makes these functions panic; every failure is a typed error that says
 //! whether the client can still be answered. Decoding is zero-copy: the frame is a `Bytes` split
 //! off the connection's buffer, and byte fields of the request (Produce `records` above all) are
-//! slices of that same allocation.
+//! slices of that same allocation. A consequence to keep in mind: holding on to such a slice
+//! keeps the whole read-buffer allocation it came from alive.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -221,8 +222,7 @@ impl RequestError {
 /// Decodes one request frame body (as returned by [`FrameDecoder::decode`]).
 ///
 /// Only APIs and versions in `versions::SUPPORTED_APIS` are decoded. Bytes after the body are
-/// ignored, as Kafka's broker ignores them, so that clients sending newer optional trailing data
-/// keep working.
+/// ignored, as Kafka's broker does (it does not check that a request used up its frame).
 pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, RequestError> {
     let Some(prefix) = frame.first_chunk::<REQUEST_HEADER_FIXED_PREFIX_BYTES>() else {
         return Err(RequestError::Truncated {
@@ -769,6 +769,51 @@ mod tests {
         }
     }
 
+    /// Regression: kafka-protocol 0.18 sized `Vec::with_capacity` from the wire count before
+    /// decoding any element, so 16 bytes asking for i32::MAX Metadata topics (or u32::MAX-1
+    /// compact ones) made a 100+ GiB allocation request and aborted the process.
+    #[test]
+    fn huge_array_counts_are_refused_without_allocating() {
+        // Metadata v0 (non-flexible): header v1 with null client id, then topics count.
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::Metadata as i16);
+        frame.put_i16(0);
+        frame.put_i32(13);
+        frame.put_i16(-1);
+        frame.put_i32(i32::MAX);
+        let error = decode_request(frame.freeze()).expect_err("count exceeds frame");
+        assert!(
+            matches!(error, RequestError::MalformedBody { .. }),
+            "{error:?}"
+        );
+
+        // Metadata v12 (flexible): header v2 adds a tagged-field count; the topics count is an
+        // unsigned varint holding count + 1.
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::Metadata as i16);
+        frame.put_i16(12);
+        frame.put_i32(14);
+        frame.put_i16(-1);
+        frame.put_u8(0);
+        frame.put_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+        let error = decode_request(frame.freeze()).expect_err("count exceeds frame");
+        assert!(
+            matches!(error, RequestError::MalformedBody { .. }),
+            "{error:?}"
+        );
+
+        // What the kafka_request fuzz target found against the unpatched crate in under a
+        // second: OffsetFetch v1, group "", 0x6c690000 topics (a 145 GB allocation).
+        let found_by_fuzzer = Bytes::from_static(
+            b"\x00\x09\x00\x01\x00\x00\x00\x01\x00\x0btes\x12-client\x00\x00\x6c\x69\x00\x00",
+        );
+        let error = decode_request(found_by_fuzzer).expect_err("count exceeds frame");
+        assert!(
+            matches!(error, RequestError::MalformedBody { .. }),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn malformed_utf8_client_id_is_a_header_error() {
         let mut frame = BytesMut::new();
@@ -783,6 +828,52 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(error.correlation_id(), Some(11));
+    }
+
+    /// Writes a seed corpus for `fuzz/fuzz_targets/kafka_request.rs`: a default request for
+    /// every served API and version, plus a Produce request with records, each in both of the
+    /// target's modes (even first byte: frame body; odd: byte stream). Run with
+    /// `cargo test -p quiver-net write_fuzz_seed_corpus -- --ignored`; the directory defaults to
+    /// `fuzz/corpus/kafka_request`, or `QUIVER_FUZZ_SEED_DIR`.
+    #[test]
+    #[ignore = "writes files; run by hand before fuzzing"]
+    fn write_fuzz_seed_corpus() {
+        let dir = std::env::var_os("QUIVER_FUZZ_SEED_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../fuzz/corpus/kafka_request")
+            });
+        std::fs::create_dir_all(&dir).expect("create seed directory");
+        let mut frames: Vec<(String, BytesMut)> = Vec::new();
+        fn add<T: Encodable + Default>(frames: &mut Vec<(String, BytesMut)>, api_key: ApiKey) {
+            let range = versions::supported(api_key).expect("served");
+            for version in range.min..=range.max {
+                let frame = request_frame(api_key, version, version.into(), &T::default());
+                frames.push((format!("{api_key:?}-v{version}"), frame));
+            }
+        }
+        macro_rules! add_all {
+            ($($key:ident: $request:ident, $min:literal..=$max:literal;)*) => {
+                $(add::<kafka_protocol::messages::$request>(&mut frames, ApiKey::$key);)*
+            };
+        }
+        served_apis!(add_all);
+        for version in [3, 9, 10] {
+            let request = produce_request(Bytes::from_static(b"record batch bytes"));
+            frames.push((
+                format!("Produce-records-v{version}"),
+                request_frame(ApiKey::Produce, version, 1, &request),
+            ));
+        }
+        for (name, frame) in &frames {
+            let mut body_mode = vec![0u8];
+            body_mode.extend_from_slice(&frame[FRAME_SIZE_PREFIX_BYTES..]);
+            std::fs::write(dir.join(format!("{name}-body")), body_mode).expect("write seed");
+            let mut stream_mode = vec![2 * 16 + 1];
+            stream_mode.extend_from_slice(frame);
+            std::fs::write(dir.join(format!("{name}-stream")), stream_mode).expect("write seed");
+        }
     }
 
     // --- encode_response ---

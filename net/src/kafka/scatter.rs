@@ -78,6 +78,9 @@ pub struct ScatterWriter {
     /// Placeholders to be replaced by several referenced buffers (records that span more
     /// than one engine buffer), matched like `registered`.
     spliced: Vec<(Bytes, Vec<Bytes>)>,
+    /// Length of the shortest registered `Bytes`: shorter slices (every integer field) skip the
+    /// lookup.
+    shortest_registered_len: usize,
 }
 
 impl Default for ScatterWriter {
@@ -100,6 +103,7 @@ impl ScatterWriter {
             registered: Vec::new(),
             registered_sorted: true,
             spliced: Vec::new(),
+            shortest_registered_len: usize::MAX,
         }
     }
 
@@ -108,6 +112,7 @@ impl ScatterWriter {
     pub fn register(&mut self, bytes: Bytes) {
         // An empty slice has nothing to share, and would only add an empty chunk.
         if !bytes.is_empty() {
+            self.shortest_registered_len = self.shortest_registered_len.min(bytes.len());
             self.registered.push(bytes);
             self.registered_sorted = false;
         }
@@ -162,7 +167,7 @@ impl ScatterWriter {
 
     /// The registered `Bytes` occupying exactly `slice`'s memory, if any.
     fn find_registered(&mut self, slice: &[u8]) -> Option<Bytes> {
-        if self.registered.is_empty() {
+        if slice.len() < self.shortest_registered_len {
             return None;
         }
         if !self.registered_sorted {
@@ -265,6 +270,7 @@ unsafe impl BufMut for ScatterWriter {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        // `register` ignores empty `Bytes`, so an empty `src` never matches.
         if !src.is_empty() {
             let wanted = (src.as_ptr() as usize, src.len());
             if let Some(i) = self

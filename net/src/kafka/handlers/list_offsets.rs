@@ -10,6 +10,9 @@ use super::by_shard;
 use crate::kafka::broker::shard;
 use crate::kafka::errors::error_code;
 
+/// Larger batches are answered at batch granularity instead of decoded.
+const MAX_RECORDS_DECODED_FOR_TIMESTAMP: i32 = 100_000;
+
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 pub const MAX_TIMESTAMP: i64 = -3;
@@ -24,6 +27,14 @@ fn record_at_or_after(
     target: i64,
     exact: bool,
 ) -> (i64, i64) {
+    // kafka-protocol's record decoder reserves memory from the record count in the
+    // header, and a compressed batch's count is not checked on produce: bound it first.
+    let count = quiver_engine::batch::parse_header(&batch)
+        .map(|h| h.records_count.get())
+        .unwrap_or(-1);
+    if !(0..=MAX_RECORDS_DECODED_FOR_TIMESTAMP).contains(&count) {
+        return (base, max_ts);
+    }
     let mut buf = batch;
     match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
         Ok(set) => set

@@ -37,7 +37,8 @@ pub enum ScanEnd {
     /// The last valid batch ends exactly at the end of the segment.
     EndOfSegment,
     /// Only zero bytes follow the last valid batch (checked up to
-    /// `RECOVERY_ZERO_CHECK_BYTES`): the block padding of an active segment.
+    /// `RECOVERY_ZERO_CHECK_BYTES`, and possibly fewer than a header): the block padding
+    /// of an active segment, or of one rolled but not yet sealed.
     ZeroPadding,
     /// The segment ends inside a batch (or inside a batch header): a torn write.
     /// `needed` bytes from the end of the valid log would have completed it.
@@ -166,6 +167,15 @@ impl SegmentScanner {
             }
             ScanStep::Incomplete { needed } => {
                 if needed as u64 > remaining {
+                    // Segments are written in whole blocks padded with zeros, so a
+                    // segment that was rolled but not yet sealed (trimmed) when the
+                    // process died ends in fewer zero bytes than a header after its
+                    // last batch. That is padding, like a longer run of zeros: calling
+                    // it torn would end the whole log here and drop later segments
+                    // holding acknowledged appends.
+                    if avail.len() < BATCH_HEADER_BYTES && avail.iter().all(|&b| b == 0) {
+                        return self.finish(ScanEnd::ZeroPadding);
+                    }
                     // The segment ends inside this batch: a torn write.
                     self.finish(ScanEnd::Torn { needed })
                 } else {
@@ -375,6 +385,33 @@ mod tests {
         assert_eq!((summary.valid_len, summary.end), (0, ScanEnd::ZeroPadding));
     }
 
+    /// Regression: a segment rolled but not yet sealed when the process died ends in
+    /// block padding, which may be shorter than a batch header. That used to count as a
+    /// torn tail, which ends the log at that segment and deletes the later segments with
+    /// their acknowledged appends (found by tests/crash.rs).
+    #[test]
+    fn zero_padding_shorter_than_a_header_is_a_clean_end() {
+        let parts = batches(0, 3);
+        let valid = concat(&parts);
+        for padding in 1..=BATCH_HEADER_BYTES + 1 {
+            let mut seg = valid.clone();
+            seg.resize(valid.len() + padding, 0);
+            let (found, summary) = scan(0, &seg);
+            assert_eq!(found.len(), 3, "padding {padding}");
+            assert_eq!(summary.valid_len, valid.len() as u64, "padding {padding}");
+            assert_eq!(summary.end, ScanEnd::ZeroPadding, "padding {padding}");
+            // One non-zero byte in a short tail is a torn write.
+            if padding < BATCH_HEADER_BYTES {
+                *seg.last_mut().unwrap() = 1;
+                let (_, summary) = scan(0, &seg);
+                assert!(
+                    matches!(summary.end, ScanEnd::Torn { .. }),
+                    "padding {padding}: {summary:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn only_the_first_zero_check_bytes_are_checked() {
         // Garbage further than RECOVERY_ZERO_CHECK_BYTES past the last batch does not
@@ -409,6 +446,11 @@ mod tests {
             assert_eq!(summary.next_offset, Offset(next), "cut {cut}");
             if cut == 0 {
                 assert_eq!(summary.end, ScanEnd::EndOfSegment);
+            } else if cut < BATCH_HEADER_BYTES && last[..cut].iter().all(|&b| b == 0) {
+                // The first bytes of a batch (the high bytes of its base offset) are
+                // zeros: a cut there is indistinguishable from padding. The valid length
+                // is the same either way.
+                assert_eq!(summary.end, ScanEnd::ZeroPadding, "cut {cut}");
             } else {
                 assert!(
                     matches!(summary.end, ScanEnd::Torn { .. }),

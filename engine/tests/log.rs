@@ -475,3 +475,51 @@ fn interval_durability_commits_on_write_and_syncs_later() {
         );
     });
 }
+
+fn segment_files(dir: &std::path::Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads the whole committed log from its start and checks it batch by batch.
+async fn check_whole_log(log: &Rc<PartitionLog>) -> i64 {
+    let mut next = log.log_start_offset().0;
+    while next < log.high_watermark().0 {
+        let out = log.read(Offset(next), 1 << 20).await.unwrap();
+        assert!(out.total_len() > 0, "nothing served at {next}");
+        next = check_batches(&out.chunks, next);
+    }
+    next
+}
+
+/// Regression (found by tests/crash.rs): a segment that was rolled but not yet sealed
+/// when the process died still ends in the zero padding of its last block. When that
+/// padding was shorter than a batch header, recovery called the segment torn, ended the
+/// log there and deleted every later segment, acknowledged appends included.
+#[test]
+fn short_zero_padding_of_an_unsealed_segment_keeps_later_segments() {
+    run("short-padding", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let logs = segment_files(&dir, "log");
+        assert!(logs.len() >= 3);
+        for victim in &logs[logs.len() - 3..logs.len() - 1] {
+            // Undo the seal: no index, and the last block's padding back on the file.
+            std::fs::remove_file(victim.with_extension("index")).unwrap();
+            let mut bytes = std::fs::read(victim).unwrap();
+            bytes.resize(bytes.len() + 18, 0);
+            std::fs::write(victim, &bytes).unwrap();
+        }
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        assert_eq!(segment_files(&dir, "log"), logs, "no segment was removed");
+        assert_eq!(check_whole_log(&log).await, 2000);
+    });
+}

@@ -278,6 +278,24 @@ impl PartitionLog {
         let mut producers = ProducerStateTable::new();
         let mut truncated_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
+            // Offsets are dense across segments too. A roll creates the next segment at
+            // the log end offset of everything appended so far, before the old
+            // segment's last bytes are written; a crash in between leaves the next
+            // segment (and any rolled after it) starting past where the old one really
+            // ends. None of their offsets was committed, since commits go in offset
+            // order, so the log ends where the old segment does.
+            if let Some(prev) = segments.last().map(|s: &Segment| s.next_offset) {
+                if prev != Offset(base) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        expected = prev.0,
+                        base,
+                        "segment does not continue the previous one; the log ends there"
+                    );
+                    truncated_at = Some(i - 1);
+                    break;
+                }
+            }
             let is_last = i + 1 == bases.len();
             let (segment, clean) =
                 recover_segment(dir, Offset(base), is_last, &mut producers).await?;
@@ -288,16 +306,17 @@ impl PartitionLog {
             }
         }
         if let Some(i) = truncated_at {
-            // Corruption inside a sealed segment: like Kafka, the log ends there. Later
-            // segments cannot be trusted to be contiguous and are removed.
+            // Corruption inside a sealed segment, or a gap between segments: like Kafka,
+            // the log ends there. Later segments cannot be trusted to be contiguous and
+            // are removed, durably, before new appends may reuse their offsets.
             for &base in &bases[i + 1..] {
-                tracing::error!(dir = %dir.display(), base, "removing segment after corruption");
+                tracing::error!(dir = %dir.display(), base, "removing segment after the end of the log");
                 let _ = std::fs::remove_file(segment_path(dir, Offset(base), "log"));
                 let _ = std::fs::remove_file(segment_path(dir, Offset(base), "index"));
             }
-            if let Some(last) = segments.last_mut() {
-                last.sealed = false;
-            }
+            sync_dir(dir).await?;
+            // The segment now last is reopened for appends below (and loses its index
+            // if it was sealed).
         }
         if segments.is_empty() {
             segments.push(create_segment(dir, Offset::ZERO).await?);

@@ -523,3 +523,58 @@ fn short_zero_padding_of_an_unsealed_segment_keeps_later_segments() {
         assert_eq!(check_whole_log(&log).await, 2000);
     });
 }
+
+/// Regression (found by tests/crash.rs): a roll creates the next segment at the log end
+/// offset of everything appended, before the old segment's last bytes are written. A
+/// crash in between left segments starting past the recovered end of the previous one;
+/// recovery took the last segment's base as the log end offset, so offsets in the gap
+/// were "committed" yet could never be read, and appends continued after the gap.
+#[test]
+fn segments_created_past_the_recovered_end_are_removed() {
+    run("roll-gap", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let logs = segment_files(&dir, "log");
+        // Rolls whose segments got no bytes before the crash: empty files past the end.
+        for base in [2000i64, 2030, 2077] {
+            std::fs::write(dir.join(format!("{base:020}.log")), b"").unwrap();
+        }
+        // The first of them does continue the log, so it is kept; the others are not.
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        assert_eq!(log.high_watermark(), Offset(2000));
+        let mut expected = logs.clone();
+        expected.push(dir.join(format!("{:020}.log", 2000)));
+        assert_eq!(segment_files(&dir, "log"), expected);
+        let t = log.append(&batch_of(0, 5), LeaderEpoch(0)).await.unwrap();
+        assert_eq!(t.outcome().base_offset, Offset(2000));
+        t.committed().await.unwrap();
+        assert_eq!(check_whole_log(&log).await, 2005);
+        drop(log);
+
+        // A non-last segment that lost its last batch (never written) while the next
+        // segment exists: the log ends at the shortened segment.
+        let logs = segment_files(&dir, "log");
+        let victim = &logs[logs.len() - 3];
+        let _ = std::fs::remove_file(victim.with_extension("index"));
+        let bytes = std::fs::read(victim).unwrap();
+        let mut pos = 0;
+        let mut last_batch = (0, 0i64);
+        while pos < bytes.len() {
+            let h = batch::parse_header(&bytes[pos..]).unwrap();
+            last_batch = (pos, h.base_offset.get());
+            pos += h.total_len();
+        }
+        std::fs::write(victim, &bytes[..last_batch.0]).unwrap();
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(last_batch.1));
+        assert_eq!(segment_files(&dir, "log"), logs[..logs.len() - 2].to_vec());
+        assert_eq!(check_whole_log(&log).await, last_batch.1);
+        let t = log.append(&batch_of(0, 1), LeaderEpoch(0)).await.unwrap();
+        assert_eq!(t.outcome().base_offset, Offset(last_batch.1));
+        t.committed().await.unwrap();
+        assert_eq!(check_whole_log(&log).await, last_batch.1 + 1);
+    });
+}

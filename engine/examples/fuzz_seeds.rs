@@ -41,7 +41,11 @@ fn with_attributes(mut b: Vec<u8>, attributes: i16) -> Vec<u8> {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/seeds".into()));
+    let root = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/seeds".into()),
+    );
 
     let dir = root.join("batch_validate");
     let one = build::batch(&[(None, b"hello")], 1);

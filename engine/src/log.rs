@@ -332,7 +332,16 @@ impl PartitionLog {
                 let _ = std::fs::remove_file(segment_path(dir, last.base_offset, "index"));
             }
         }
-        Ok(Rc::new(PartitionLog {
+        // Segments rolled but not sealed before a crash were scanned and trimmed above
+        // but have no index file. Left unsealed, retention (which deletes only sealed
+        // segments, oldest first) would stop at them for good, and every start would
+        // scan them again; the flusher seals them like any rolled segment.
+        let seal_pending: Vec<Offset> = segments[..segments.len() - 1]
+            .iter()
+            .filter(|s| !s.sealed)
+            .map(|s| s.base_offset)
+            .collect();
+        let log = Rc::new(PartitionLog {
             append_lock: glommio::sync::Semaphore::new(1),
             state: RefCell::new(LogState {
                 dir: dir.to_path_buf(),
@@ -347,7 +356,7 @@ impl PartitionLog {
                 queue: VecDeque::new(),
                 unflushed_bytes: 0,
                 flushing: false,
-                seal_pending: Vec::new(),
+                seal_pending,
                 sync_timer_armed: false,
                 failed: false,
                 waiters: VecDeque::new(),
@@ -356,7 +365,13 @@ impl PartitionLog {
                 alignment,
                 stats: LogStats::default(),
             }),
-        }))
+        });
+        // No borrow is held here: the flusher may be polled before spawn_local returns.
+        let unsealed = !log.state.borrow().seal_pending.is_empty();
+        if unsealed {
+            log.ensure_flusher();
+        }
+        Ok(log)
     }
 
     pub fn log_end_offset(&self) -> Offset {

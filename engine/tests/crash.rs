@@ -260,6 +260,18 @@ async fn verify_on_executor(
         ));
     }
     log.flushed().await;
+    // Every segment but the active one ends up sealed (with an index file), even those a
+    // crash left unsealed: retention deletes only sealed segments.
+    let (logs, indexes) = segment_files(dir);
+    let expected: Vec<String> = logs[..logs.len().saturating_sub(1)]
+        .iter()
+        .map(|l| l.replace(".log", ".index"))
+        .collect();
+    if indexes != expected {
+        return Err(format!(
+            "after recovery and flush, index files {indexes:?} for segments {logs:?}"
+        ));
+    }
     Ok(Verified {
         log_end_offset: end,
         batches: served.len(),
@@ -269,6 +281,19 @@ async fn verify_on_executor(
             id,
         },
     })
+}
+
+/// Names of the segment and index files in `dir`, sorted.
+fn segment_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let of = |ext: &str| names.iter().filter(|n| n.ends_with(ext)).cloned().collect();
+    (of(".log"), of(".index"))
 }
 
 /// Checks that every record of a batch is exactly what its identity says it must be.

@@ -578,3 +578,38 @@ fn segments_created_past_the_recovered_end_are_removed() {
         assert_eq!(check_whole_log(&log).await, last_batch.1 + 1);
     });
 }
+
+/// Regression (seen in tests/crash.rs directories): a segment rolled but not sealed
+/// before a crash was recovered without an index and never sealed afterwards, so
+/// retention, which deletes only sealed segments from the oldest on, stopped at it for
+/// good, and every start scanned it again.
+#[test]
+fn segments_left_unsealed_by_a_crash_are_sealed_after_recovery() {
+    run("reseal", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let indexes = segment_files(&dir, "index");
+        // Unseal the two oldest segments, as a crash between roll and seal leaves them.
+        for victim in &indexes[..2] {
+            std::fs::remove_file(victim).unwrap();
+        }
+        let config = LogConfig {
+            retention_bytes: Some(128 * 1024),
+            retention_ms: None,
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        log.flushed().await;
+        assert_eq!(segment_files(&dir, "index"), indexes, "indexes rewritten");
+        assert_eq!(log.stats().segments_sealed, 2);
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert!(
+            deleted >= 2,
+            "retention stuck: deleted {deleted} of {before}"
+        );
+        assert_eq!(check_whole_log(&log).await, 2000);
+    });
+}

@@ -143,11 +143,16 @@ async fn check_case(root: &Path, rng: &mut StdRng, case: usize, seed: u64) {
         std::fs::write(segment_path(&dir, next_base), b"").unwrap();
     }
 
-    let log = PartitionLog::open(&dir, LogConfig::default()).await.unwrap();
+    let log = PartitionLog::open(&dir, LogConfig::default())
+        .await
+        .unwrap();
     assert_eq!(log.log_start_offset(), Offset(base), "{context}");
     assert_eq!(log.log_end_offset(), summary.next_offset, "{context}");
     let file_len = std::fs::metadata(segment_path(&dir, base)).unwrap().len();
-    assert_eq!(file_len, summary.valid_len, "{context}: truncated elsewhere");
+    assert_eq!(
+        file_len, summary.valid_len,
+        "{context}: truncated elsewhere"
+    );
     // The next segment survives only if it continues a segment that ended cleanly.
     let kept = next_kind > 0 && segment_path(&dir, next_base).exists();
     let expect_kept = match next_kind {

@@ -54,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
             ScanEvent::NeedBytes { position, len } => {
                 let p = position as usize;
                 assert!(p + len <= data.len(), "request past the end");
-                assert!(at.0 != p || at.1 - at.0 < len, "asked for bytes it was given");
+                assert!(
+                    at.0 != p || at.1 - at.0 < len,
+                    "asked for bytes it was given"
+                );
                 at = (p, (p + len.max(window)).min(data.len()));
             }
             ScanEvent::Done(s) => break s,

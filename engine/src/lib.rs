@@ -11,6 +11,7 @@ pub mod index;
 pub mod limits;
 pub mod log;
 pub mod producer_state;
+pub mod recovery;
 pub mod runtime;
 pub mod types;
 

@@ -32,6 +32,16 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Cold reads are issued in windows of at least this size.
 pub const READ_WINDOW_BYTES: usize = 256 * 1024;
 
+/// Recovery reads a segment in windows of at least this size (more when one batch is
+/// larger); one window is in memory at a time.
+pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
+
+/// When recovery meets bytes that are not a batch, it calls the segment's end clean
+/// (block padding) if this many bytes from there (or all that remain) are zero. Either
+/// way the segment is truncated there; an unclean end of a sealed segment also ends the
+/// log there.
+pub const RECOVERY_ZERO_CHECK_BYTES: usize = 4096;
+
 /// Capacity of each cross-shard channel in the mesh; senders wait when it is full.
 pub const SHARD_CHANNEL_CAPACITY: usize = 1024;
 
@@ -51,3 +61,5 @@ const _: () = assert!(MAX_BATCH_BYTES <= STAGING_BUFFER_BYTES * 4);
 const _: () = assert!(STAGING_BUFFER_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
 const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES as u64 <= MAX_SEGMENT_BYTES);
+const _: () = assert!(READ_WINDOW_BYTES <= RECOVERY_READ_BYTES);
+const _: () = assert!(BATCH_HEADER_BYTES <= RECOVERY_ZERO_CHECK_BYTES);

@@ -23,12 +23,13 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
-use crate::batch::{self, ScanStep};
+use crate::batch;
 use crate::error::{EngineError, Result};
 use crate::foreign::{drain_graveyard, home_bytes};
 use crate::index::{SegmentIndex, SegmentSummary};
 use crate::limits::*;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::recovery::{ScanEvent, ScanSummary, ScannedBatch, SegmentScanner};
 use crate::types::{LeaderEpoch, Offset};
 
 /// When an append counts as committed (acknowledged to acks=1/all producers and visible
@@ -279,6 +280,24 @@ impl PartitionLog {
         let mut producers = ProducerStateTable::new();
         let mut truncated_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
+            // Offsets are dense across segments too. A roll creates the next segment at
+            // the log end offset of everything appended so far, before the old
+            // segment's last bytes are written; a crash in between leaves the next
+            // segment (and any rolled after it) starting past where the old one really
+            // ends. None of their offsets was committed, since commits go in offset
+            // order, so the log ends where the old segment does.
+            if let Some(prev) = segments.last().map(|s: &Segment| s.next_offset) {
+                if prev != Offset(base) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        expected = prev.0,
+                        base,
+                        "segment does not continue the previous one; the log ends there"
+                    );
+                    truncated_at = Some(i - 1);
+                    break;
+                }
+            }
             let is_last = i + 1 == bases.len();
             let (segment, clean) =
                 recover_segment(dir, Offset(base), is_last, &mut producers).await?;
@@ -289,16 +308,17 @@ impl PartitionLog {
             }
         }
         if let Some(i) = truncated_at {
-            // Corruption inside a sealed segment: like Kafka, the log ends there. Later
-            // segments cannot be trusted to be contiguous and are removed.
+            // Corruption inside a sealed segment, or a gap between segments: like Kafka,
+            // the log ends there. Later segments cannot be trusted to be contiguous and
+            // are removed, durably, before new appends may reuse their offsets.
             for &base in &bases[i + 1..] {
-                tracing::error!(dir = %dir.display(), base, "removing segment after corruption");
+                tracing::error!(dir = %dir.display(), base, "removing segment after the end of the log");
                 let _ = std::fs::remove_file(segment_path(dir, Offset(base), "log"));
                 let _ = std::fs::remove_file(segment_path(dir, Offset(base), "index"));
             }
-            if let Some(last) = segments.last_mut() {
-                last.sealed = false;
-            }
+            sync_dir(dir).await?;
+            // The segment now last is reopened for appends below (and loses its index
+            // if it was sealed).
         }
         if segments.is_empty() {
             segments.push(create_segment(dir, Offset::ZERO).await?);
@@ -314,7 +334,16 @@ impl PartitionLog {
                 let _ = std::fs::remove_file(segment_path(dir, last.base_offset, "index"));
             }
         }
-        Ok(Rc::new(PartitionLog {
+        // Segments rolled but not sealed before a crash were scanned and trimmed above
+        // but have no index file. Left unsealed, retention (which deletes only sealed
+        // segments, oldest first) would stop at them for good, and every start would
+        // scan them again; the flusher seals them like any rolled segment.
+        let seal_pending: Vec<Offset> = segments[..segments.len() - 1]
+            .iter()
+            .filter(|s| !s.sealed)
+            .map(|s| s.base_offset)
+            .collect();
+        let log = Rc::new(PartitionLog {
             append_lock: glommio::sync::Semaphore::new(1),
             state: RefCell::new(LogState {
                 dir: dir.to_path_buf(),
@@ -329,7 +358,7 @@ impl PartitionLog {
                 queue: VecDeque::new(),
                 unflushed_bytes: 0,
                 flushing: false,
-                seal_pending: Vec::new(),
+                seal_pending,
                 sync_timer_armed: false,
                 failed: false,
                 waiters: VecDeque::new(),
@@ -339,7 +368,13 @@ impl PartitionLog {
                 alignment,
                 stats: LogStats::default(),
             }),
-        }))
+        });
+        // No borrow is held here: the flusher may be polled before spawn_local returns.
+        let unsealed = !log.state.borrow().seal_pending.is_empty();
+        if unsealed {
+            log.ensure_flusher();
+        }
+        Ok(log)
     }
 
     pub fn log_end_offset(&self) -> Offset {
@@ -1205,72 +1240,33 @@ async fn recover_segment(
     }
     let _ = std::fs::remove_file(&index_path);
     let mut index = SegmentIndex::new(base);
-    let mut next_offset = base;
-    let mut pos: u64 = 0;
-    let mut want = READ_WINDOW_BYTES.max(1 << 20) as u64;
-    let mut expected_next = base;
-    let clean = 'scan: loop {
-        if pos >= file_size {
-            break true;
-        }
-        let len = want.min(file_size - pos);
-        let data = file
-            .read_at(pos, len as usize)
-            .await
-            .map_err(gio("read", &path))?;
-        let mut off = 0usize;
-        while off < data.len() {
-            match batch::scan_step(&data[off..]) {
-                ScanStep::Batch { header, len } => {
-                    // Offsets must be dense and increasing across batches.
-                    if header.base_offset.get() != expected_next.0 {
-                        tracing::warn!(path = %path.display(), pos = pos + off as u64, "offset discontinuity; truncating");
-                        pos += off as u64;
-                        break 'scan false;
-                    }
-                    let batch_pos = pos + off as u64;
-                    index.on_batch(
-                        Offset(header.base_offset.get()),
-                        batch_pos,
-                        header.max_timestamp.get(),
-                    );
-                    producers.record(
-                        header.producer_id.get(),
-                        header.producer_epoch.get(),
-                        header.base_sequence.get(),
-                        header.records_count.get(),
-                        Offset(header.base_offset.get()),
-                    );
-                    expected_next = Offset(header.last_offset() + 1);
-                    next_offset = expected_next;
-                    off += len;
-                }
-                ScanStep::Incomplete { needed } => {
-                    if pos + off as u64 + needed as u64 > file_size {
-                        pos += off as u64;
-                        break 'scan false;
-                    }
-                    want = want.max(needed as u64);
-                    break;
-                }
-                ScanStep::End(reason) => {
-                    // Zero padding after the last batch is the normal end of an active
-                    // segment, anything else is a torn or corrupt tail.
-                    let rest = &data[off..];
-                    let zeros = rest.iter().take(4096).all(|&b| b == 0);
-                    if !zeros {
-                        tracing::warn!(path = %path.display(), pos = pos + off as u64, %reason, "invalid batch; truncating");
-                    }
-                    pos += off as u64;
-                    break 'scan zeros;
-                }
-            }
-        }
-        pos += off as u64;
-    };
-    let valid_len = pos.min(file_size);
-    if valid_len != file_size && !clean {
-        tracing::warn!(path = %path.display(), valid_len, file_size, "truncating segment tail");
+    let summary = scan_segment_file(&file, &path, base, file_size, |scanned| {
+        let header = &scanned.header;
+        index.on_batch(
+            Offset(header.base_offset.get()),
+            scanned.position,
+            header.max_timestamp.get(),
+        );
+        producers.record(
+            header.producer_id.get(),
+            header.producer_epoch.get(),
+            header.base_sequence.get(),
+            header.records_count.get(),
+            Offset(header.base_offset.get()),
+        );
+    })
+    .await?;
+    let clean = summary.end.is_clean();
+    let valid_len = summary.valid_len;
+    let next_offset = summary.next_offset;
+    if !clean {
+        tracing::warn!(
+            path = %path.display(),
+            valid_len,
+            file_size,
+            end = ?summary.end,
+            "torn or corrupt segment tail; truncating"
+        );
     }
     if valid_len != file_size {
         file.truncate(valid_len)
@@ -1311,6 +1307,42 @@ async fn recover_segment(
         },
         clean || is_last,
     ))
+}
+
+/// Drives a [`SegmentScanner`] over a segment file, reading the windows it asks for,
+/// and hands every valid batch to `on_batch`. Reads nothing past `file_size`.
+async fn scan_segment_file(
+    file: &DmaFile,
+    path: &Path,
+    base: Offset,
+    file_size: u64,
+    mut on_batch: impl FnMut(&ScannedBatch),
+) -> Result<ScanSummary> {
+    let mut scanner = SegmentScanner::new(base, file_size);
+    let mut window: Option<(u64, glommio::io::ReadResult)> = None;
+    loop {
+        let event = match &window {
+            Some((position, data)) => scanner.step(*position, data),
+            None => scanner.step(0, &[]),
+        };
+        match event {
+            ScanEvent::Batch(scanned) => on_batch(&scanned),
+            ScanEvent::NeedBytes { position, len } => {
+                // The scanner never asks past the end, so `len <= file_size - position`.
+                let read_len = (len.max(RECOVERY_READ_BYTES) as u64).min(file_size - position);
+                let data = file
+                    .read_at(position, read_len as usize)
+                    .await
+                    .map_err(gio("read", path))?;
+                if data.len() < len {
+                    // A file shorter than its size: re-reading would loop forever.
+                    return Err(corrupt(path, position + data.len() as u64, "short read"));
+                }
+                window = Some((position, data));
+            }
+            ScanEvent::Done(summary) => return Ok(summary),
+        }
+    }
 }
 
 /// A contiguous range of segment bytes, from the tail cache or one disk read.

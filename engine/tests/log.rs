@@ -479,3 +479,141 @@ fn interval_durability_commits_on_write_and_syncs_later() {
         );
     });
 }
+
+fn segment_files(dir: &std::path::Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads the whole committed log from its start and checks it batch by batch.
+async fn check_whole_log(log: &Rc<PartitionLog>) -> i64 {
+    let mut next = log.log_start_offset().0;
+    while next < log.high_watermark().0 {
+        let out = log.read(Offset(next), 1 << 20).await.unwrap();
+        assert!(out.total_len() > 0, "nothing served at {next}");
+        next = check_batches(&out.chunks, next);
+    }
+    next
+}
+
+/// Regression (found by tests/crash.rs): a segment that was rolled but not yet sealed
+/// when the process died still ends in the zero padding of its last block. When that
+/// padding was shorter than a batch header, recovery called the segment torn, ended the
+/// log there and deleted every later segment, acknowledged appends included.
+#[test]
+fn short_zero_padding_of_an_unsealed_segment_keeps_later_segments() {
+    run("short-padding", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let logs = segment_files(&dir, "log");
+        assert!(logs.len() >= 3);
+        for victim in &logs[logs.len() - 3..logs.len() - 1] {
+            // Undo the seal: no index, and the last block's padding back on the file.
+            std::fs::remove_file(victim.with_extension("index")).unwrap();
+            let mut bytes = std::fs::read(victim).unwrap();
+            bytes.resize(bytes.len() + 18, 0);
+            std::fs::write(victim, &bytes).unwrap();
+        }
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        assert_eq!(segment_files(&dir, "log"), logs, "no segment was removed");
+        assert_eq!(check_whole_log(&log).await, 2000);
+    });
+}
+
+/// Regression (found by tests/crash.rs): a roll creates the next segment at the log end
+/// offset of everything appended, before the old segment's last bytes are written. A
+/// crash in between left segments starting past the recovered end of the previous one;
+/// recovery took the last segment's base as the log end offset, so offsets in the gap
+/// were "committed" yet could never be read, and appends continued after the gap.
+#[test]
+fn segments_created_past_the_recovered_end_are_removed() {
+    run("roll-gap", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let logs = segment_files(&dir, "log");
+        // Rolls whose segments got no bytes before the crash: empty files past the end.
+        for base in [2000i64, 2030, 2077] {
+            std::fs::write(dir.join(format!("{base:020}.log")), b"").unwrap();
+        }
+        // The first of them does continue the log, so it is kept; the others are not.
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(2000));
+        assert_eq!(log.high_watermark(), Offset(2000));
+        let mut expected = logs.clone();
+        expected.push(dir.join(format!("{:020}.log", 2000)));
+        assert_eq!(segment_files(&dir, "log"), expected);
+        let t = log.append(&batch_of(0, 5), LeaderEpoch(0)).await.unwrap();
+        assert_eq!(t.outcome().base_offset, Offset(2000));
+        t.committed().await.unwrap();
+        assert_eq!(check_whole_log(&log).await, 2005);
+        drop(log);
+
+        // A non-last segment that lost its last batch (never written) while the next
+        // segment exists: the log ends at the shortened segment.
+        let logs = segment_files(&dir, "log");
+        let victim = &logs[logs.len() - 3];
+        let _ = std::fs::remove_file(victim.with_extension("index"));
+        let bytes = std::fs::read(victim).unwrap();
+        let mut pos = 0;
+        let mut last_batch = (0, 0i64);
+        while pos < bytes.len() {
+            let h = batch::parse_header(&bytes[pos..]).unwrap();
+            last_batch = (pos, h.base_offset.get());
+            pos += h.total_len();
+        }
+        std::fs::write(victim, &bytes[..last_batch.0]).unwrap();
+        let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(last_batch.1));
+        assert_eq!(segment_files(&dir, "log"), logs[..logs.len() - 2].to_vec());
+        assert_eq!(check_whole_log(&log).await, last_batch.1);
+        let t = log.append(&batch_of(0, 1), LeaderEpoch(0)).await.unwrap();
+        assert_eq!(t.outcome().base_offset, Offset(last_batch.1));
+        t.committed().await.unwrap();
+        assert_eq!(check_whole_log(&log).await, last_batch.1 + 1);
+    });
+}
+
+/// Regression (seen in tests/crash.rs directories): a segment rolled but not sealed
+/// before a crash was recovered without an index and never sealed afterwards, so
+/// retention, which deletes only sealed segments from the oldest on, stopped at it for
+/// good, and every start scanned it again.
+#[test]
+fn segments_left_unsealed_by_a_crash_are_sealed_after_recovery() {
+    run("reseal", |dir| async move {
+        {
+            let log = PartitionLog::open(&dir, small_segments()).await.unwrap();
+            append_n(&log, 400, 5).await;
+        }
+        let indexes = segment_files(&dir, "index");
+        // Unseal the two oldest segments, as a crash between roll and seal leaves them.
+        for victim in &indexes[..2] {
+            std::fs::remove_file(victim).unwrap();
+        }
+        let config = LogConfig {
+            retention_bytes: Some(128 * 1024),
+            retention_ms: None,
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        log.flushed().await;
+        assert_eq!(segment_files(&dir, "index"), indexes, "indexes rewritten");
+        assert_eq!(log.stats().segments_sealed, 2);
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert!(
+            deleted >= 2,
+            "retention stuck: deleted {deleted} of {before}"
+        );
+        assert_eq!(check_whole_log(&log).await, 2000);
+    });
+}

@@ -84,8 +84,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
         let write_final_fdatasync =
             raw::sequential_write(&dir, total, block, qd, SyncMode::Final).await?;
         let write_periodic_fdatasync =
-            raw::sequential_write(&dir, total, block, qd, SyncMode::Every { bytes: every })
-                .await?;
+            raw::sequential_write(&dir, total, block, qd, SyncMode::Every { bytes: every }).await?;
         let write_fdatasync_4k = raw::write_fdatasync_latency(&dir, 4096, iterations).await?;
         let write_fdatasync_16k = raw::write_fdatasync_latency(&dir, 16384, iterations).await?;
         Ok(DiskBaseline {
@@ -119,7 +118,11 @@ fn print_table(r: &BaselineReport) {
     let d = &r.disk;
     let what = format!("{} KiB blocks, qd{}", d.block_bytes >> 10, d.queue_depth);
     println!();
-    println!("{}", d.write_no_sync.row(&format!("O_DIRECT seq write, {what}, no sync")));
+    println!(
+        "{}",
+        d.write_no_sync
+            .row(&format!("O_DIRECT seq write, {what}, no sync"))
+    );
     println!(
         "{}",
         d.write_final_fdatasync
@@ -136,8 +139,15 @@ fn print_table(r: &BaselineReport) {
     println!("{}", r.memcpy.row("memcpy, 256 MiB buffers"));
     println!();
     println!("{}", LatencySummary::header());
-    println!("{}", d.write_fdatasync_4k.row("O_DIRECT 4 KiB write + fdatasync"));
-    println!("{}", d.write_fdatasync_16k.row("O_DIRECT 16 KiB write + fdatasync"));
+    println!(
+        "{}",
+        d.write_fdatasync_4k.row("O_DIRECT 4 KiB write + fdatasync")
+    );
+    println!(
+        "{}",
+        d.write_fdatasync_16k
+            .row("O_DIRECT 16 KiB write + fdatasync")
+    );
 }
 
 /// One std::net stream over 127.0.0.1: a sender thread writes 1 MiB chunks for

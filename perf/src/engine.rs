@@ -190,10 +190,7 @@ async fn engine_run(
             .await
             .map_err(|e| anyhow::anyhow!("in-flight semaphore: {e}"))?;
         let appended_at = Instant::now();
-        let ticket = log
-            .append(&batch, LeaderEpoch(0))
-            .await
-            .context("append")?;
+        let ticket = log.append(&batch, LeaderEpoch(0)).await.context("append")?;
         let histogram = Rc::clone(&histogram);
         let failures = Rc::clone(&failures);
         // The task may be polled before spawn_local returns; it borrows only after its
@@ -271,7 +268,10 @@ fn print_table(r: &EngineReport) {
             raw.queue_depth
         ))
     );
-    println!("{:<52} {:>10.3}", "ratio engine/raw MB/s", r.ratios.bandwidth);
+    println!(
+        "{:<52} {:>10.3}",
+        "ratio engine/raw MB/s", r.ratios.bandwidth
+    );
     println!(
         "{:<52} {:>10.2} / {:.2}",
         "CPU seconds engine / raw", e.cpu_seconds, raw.cpu_seconds

@@ -54,7 +54,11 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf> {
     // NUL-terminated string that outlives the call.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        bail!("statfs {}: {}", dir.display(), std::io::Error::last_os_error());
+        bail!(
+            "statfs {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
     }
     if stat.f_type as i64 == TMPFS_MAGIC {
         bail!(

@@ -60,7 +60,7 @@ pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
 const _: () = assert!(MAX_BATCH_BYTES <= STAGING_BUFFER_BYTES * 4);
 const _: () = assert!(MIN_WRITE_ALIGNMENT_BYTES.is_power_of_two());
-const _: () = assert!(STAGING_BUFFER_BYTES as u64 % MIN_WRITE_ALIGNMENT_BYTES == 0);
+const _: () = assert!((STAGING_BUFFER_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
 const _: () = assert!(STAGING_BUFFER_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
 const _: () = assert!(MAX_FLUSH_ROUND_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION / 2);
 const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);

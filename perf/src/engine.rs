@@ -207,7 +207,7 @@ async fn engine_run(
         .detach();
     }
     // Every permit back means every append is durable.
-    let _all = in_flight
+    in_flight
         .acquire(concurrency as u64)
         .await
         .map_err(|e| anyhow::anyhow!("in-flight semaphore: {e}"))?;

@@ -12,6 +12,17 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// closes the current buffer (it becomes its own write) and opens a new one.
 pub const STAGING_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
+/// Segment writes are aligned to at least this many bytes (the usual filesystem block),
+/// even when the device accepts smaller O_DIRECT alignment: filesystems serialize direct
+/// writes that do not cover whole filesystem blocks.
+pub const MIN_WRITE_ALIGNMENT_BYTES: u64 = 4096;
+
+/// A group commit round writes at most this many bytes (at least one buffer), so that
+/// under heavy load two rounds are in flight: one being synced, the next being written.
+/// Without it one round takes everything staged and producers' next appends wait for
+/// its sync with the disk idle.
+pub const MAX_FLUSH_ROUND_BYTES: usize = 8 * 1024 * 1024;
+
 /// At most this many staged-but-unwritten bytes per partition. Appends beyond it wait for
 /// the in-flight group commit to finish (back-pressure), they are never dropped.
 pub const MAX_UNFLUSHED_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
@@ -58,7 +69,10 @@ pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
 const _: () = assert!(MAX_BATCH_BYTES <= STAGING_BUFFER_BYTES * 4);
+const _: () = assert!(MIN_WRITE_ALIGNMENT_BYTES.is_power_of_two());
+const _: () = assert!((STAGING_BUFFER_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
 const _: () = assert!(STAGING_BUFFER_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
+const _: () = assert!(MAX_FLUSH_ROUND_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION / 2);
 const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES as u64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(READ_WINDOW_BYTES <= RECOVERY_READ_BYTES);

@@ -10,6 +10,7 @@
 //!   policies). A reader never sees bytes that recovery could later discard.
 //! - Appends reach the disk in offset order: the single flusher task writes the queued
 //!   buffers of one round, then syncs, then acknowledges every append the round covered.
+//!   The sync of one round overlaps the writes of the next, never its own.
 //! - Files are written in whole aligned blocks; a segment's partial last block is rewritten
 //!   with identical leading bytes by the next write, so already-durable bytes never change.
 
@@ -227,6 +228,15 @@ fn segment_path(dir: &Path, base: Offset, ext: &str) -> PathBuf {
     dir.join(format!("{:020}.{ext}", base.0))
 }
 
+/// Writes start and end on multiples of this. The device's logical block (what glommio
+/// reports, 512 here) is enough for O_DIRECT to be accepted, but ext4 treats a write that
+/// is not aligned to its own 4 KiB block as "unaligned DIO": it zeroes the rest of the
+/// partial block and drains all direct I/O in flight on the inode around it. With 512
+/// alignment that cost half the sequential bandwidth (docs/benchmarks.md).
+fn write_alignment(file: &DmaFile) -> u64 {
+    file.alignment().max(MIN_WRITE_ALIGNMENT_BYTES)
+}
+
 fn align_down(v: u64, a: u64) -> u64 {
     v / a * a
 }
@@ -323,7 +333,7 @@ impl PartitionLog {
         if segments.is_empty() {
             segments.push(create_segment(dir, Offset::ZERO).await?);
         }
-        let alignment = segments[0].file.alignment();
+        let alignment = write_alignment(&segments[0].file);
         let log_start_offset = segments[0].base_offset;
         let log_end_offset = segments.last().map(|s| s.next_offset).unwrap_or_default();
         // The active segment may have been sealed on disk right before a crash; it is
@@ -600,22 +610,47 @@ impl PartitionLog {
         }
     }
 
+    /// Group commit, pipelined one round deep: while round N's fdatasync runs, round
+    /// N+1's writes (the appends staged meanwhile) are already in flight, so the disk
+    /// never idles waiting for a sync, and the producers woken by round N's acks find
+    /// the next writes submitted. Round N+1's writes start only after round N's writes
+    /// completed, so writes that share a block never overlap in time across rounds.
     async fn flush_loop(self: Rc<Self>) {
+        // Written but not yet committed (synced, acknowledged).
+        let mut written: Vec<FlushJob> = Vec::new();
         loop {
             let jobs: Vec<FlushJob> = {
                 let mut st = self.state.borrow_mut();
                 close_staging(&mut st);
-                if (st.queue.is_empty() && st.seal_pending.is_empty()) || st.failed {
+                if (st.queue.is_empty() && st.seal_pending.is_empty() && written.is_empty())
+                    || st.failed
+                {
                     st.flushing = false;
                     return;
                 }
-                st.queue.drain(..).collect()
+                // At least one job; more while the round stays within its byte limit.
+                let mut round_bytes = 0;
+                let take = st
+                    .queue
+                    .iter()
+                    .take_while(|j| {
+                        round_bytes += j.chunk.data.len();
+                        round_bytes <= MAX_FLUSH_ROUND_BYTES || round_bytes == j.chunk.data.len()
+                    })
+                    .count();
+                st.queue.drain(..take).collect()
             };
-            let mut result = if jobs.is_empty() {
-                Ok(())
-            } else {
-                self.flush_round(&jobs).await
+            let mut result = match (written.is_empty(), jobs.is_empty()) {
+                (true, true) => Ok(()),
+                (true, false) => self.write_jobs(&jobs).await,
+                (false, true) => self.commit_round(&written).await,
+                (false, false) => {
+                    let (committed, wrote) =
+                        futures::join!(self.commit_round(&written), self.write_jobs(&jobs));
+                    committed.and(wrote)
+                }
             };
+            written = jobs;
             if result.is_ok() {
                 result = self.seal_ready().await;
             }
@@ -635,9 +670,17 @@ impl PartitionLog {
         }
     }
 
-    async fn flush_round(self: &Rc<Self>, jobs: &[FlushJob]) -> Result<()> {
-        // Writes of one round go out together (queue depth = jobs); ranges overlap only in
-        // a partial block whose bytes are identical in both buffers.
+    /// Writes one round's buffers, all in flight together (queue depth = jobs), then
+    /// rewrites the blocks that neighbouring jobs share.
+    ///
+    /// Neighbouring jobs of one segment share at most one block: its leading bytes are
+    /// identical in both buffers, but the earlier buffer pads the rest with zeros where
+    /// the later one has new bytes. Concurrent writes complete in any order, so when the
+    /// earlier one lands last the block ends with zeros and recovery truncates the log
+    /// there, losing acknowledged appends. Rewriting each shared block from the later
+    /// buffer once both writes are done (and before the sync) makes the result exact
+    /// while the big writes keep their queue depth.
+    async fn write_jobs(&self, jobs: &[FlushJob]) -> Result<()> {
         let writes = jobs.iter().map(|j| {
             let file = Rc::clone(&j.file);
             let buf = Rc::clone(&j.write_buf);
@@ -656,12 +699,41 @@ impl PartitionLog {
                 .unwrap_or_default();
             r.map_err(|e| EngineError::io("write", path, e.into()))?;
         }
+        let fixups = jobs.windows(2).filter_map(|pair| {
+            let (earlier, later) = (&pair[0], &pair[1]);
+            let earlier_end = earlier.chunk.position + earlier.write_buf.len() as u64;
+            if !Rc::ptr_eq(&earlier.file, &later.file) || later.chunk.position >= earlier_end {
+                return None;
+            }
+            let shared = (earlier_end - later.chunk.position) as usize;
+            let mut block = later.file.alloc_dma_buffer(shared);
+            block
+                .as_bytes_mut()
+                .copy_from_slice(&later.write_buf.as_bytes()[..shared]);
+            let file = Rc::clone(&later.file);
+            let pos = later.chunk.position;
+            Some(async move { (file.write_at(block, pos).await, file) })
+        });
+        for (r, file) in futures::future::join_all(fixups).await {
+            let path = file
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            r.map_err(|e| EngineError::io("write", path, e.into()))?;
+        }
         let written: u64 = jobs.iter().map(|j| j.chunk.data.len() as u64).sum();
+        let mut st = self.state.borrow_mut();
+        st.written_since_sync += written;
+        st.stats.flush_rounds += 1;
+        st.stats.bytes_written += written;
+        Ok(())
+    }
+
+    /// Makes a written round durable as the policy asks, then publishes it: advances the
+    /// committed end, moves its buffers to the tail cache and acknowledges its appends.
+    async fn commit_round(self: &Rc<Self>, jobs: &[FlushJob]) -> Result<()> {
         let (sync_now, durability) = {
-            let mut st = self.state.borrow_mut();
-            st.written_since_sync += written;
-            st.stats.flush_rounds += 1;
-            st.stats.bytes_written += written;
+            let st = self.state.borrow();
             let due = match st.config.durability {
                 Durability::EveryCommit => true,
                 Durability::Interval { interval, bytes } => {
@@ -686,8 +758,11 @@ impl PartitionLog {
                     .await
                     .map_err(|e| EngineError::io("fdatasync", path, e.into()))?;
             }
+            // The next round's writes may have completed meanwhile; only this round's
+            // bytes are known to be covered by the sync.
+            let round_bytes: u64 = jobs.iter().map(|j| j.chunk.data.len() as u64).sum();
             let mut st = self.state.borrow_mut();
-            st.written_since_sync = 0;
+            st.written_since_sync = st.written_since_sync.saturating_sub(round_bytes);
             st.last_sync = Instant::now();
             st.stats.fdatasyncs += synced_files.len() as u64;
         } else if let Durability::Interval { interval, .. } = durability {
@@ -1276,7 +1351,7 @@ async fn recover_segment(
     // Whatever recovery keeps is synced before it is served as committed.
     file.fdatasync().await.map_err(gio("fdatasync", &path))?;
     // The partial last block must be in memory so the next append can rewrite it.
-    let alignment = file.alignment();
+    let alignment = write_alignment(&file);
     let aligned = align_down(valid_len, alignment);
     let last_chunk = if valid_len > aligned {
         let rr = file

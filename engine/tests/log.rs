@@ -163,6 +163,56 @@ fn group_commit_coalesces_concurrent_appends() {
     });
 }
 
+/// Many large appends in flight: rounds are capped (so one round's sync overlaps the
+/// next round's writes), every append commits in order, the bytes read back from the tail
+/// cache and, after a restart, from disk, and the segment is a whole number of 4 KiB
+/// filesystem blocks plus its tail (writes never start off a 4 KiB boundary).
+#[test]
+fn pipelined_large_rounds_commit_in_order_and_survive_restart() {
+    use quiver_engine::limits::MAX_FLUSH_ROUND_BYTES;
+    run("pipelined", |dir| async move {
+        // ~600 KiB batches: not a multiple of any block size, so every write shares a
+        // partial block with its neighbour.
+        let batches = 40;
+        let per_batch = 3000;
+        let total: usize;
+        {
+            let log = PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap();
+            let mut tickets = Vec::new();
+            for b in 0..batches {
+                let bytes = batch_of(b * per_batch, per_batch);
+                let t = log.append(&bytes, LeaderEpoch(1)).await.unwrap();
+                tickets.push(t);
+            }
+            let mut last = -1;
+            for t in tickets {
+                let outcome = t.committed().await.unwrap();
+                assert!(outcome.base_offset.0 > last);
+                last = outcome.last_offset.0;
+            }
+            log.flushed().await;
+            let stats = log.stats();
+            total = log.size_bytes() as usize;
+            assert!(
+                stats.flush_rounds as usize >= total / MAX_FLUSH_ROUND_BYTES,
+                "rounds are capped: {stats:?}"
+            );
+            assert_eq!(stats.fdatasyncs, stats.flush_rounds, "one sync per round");
+            let out = log.read(Offset(0), 100 << 20).await.unwrap();
+            assert_eq!(check_batches(&out.chunks, 0), (batches * per_batch) as i64);
+        }
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), Offset((batches * per_batch) as i64));
+        assert_eq!(log.size_bytes() as usize, total);
+        let out = log.read(Offset(0), 100 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), (batches * per_batch) as i64);
+    });
+}
+
 #[test]
 fn restart_recovers_and_continues() {
     run("restart", |dir| async move {

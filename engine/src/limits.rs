@@ -8,10 +8,6 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Smallest possible v2 batch: the 61-byte header with zero records.
 pub const BATCH_HEADER_BYTES: usize = 61;
 
-/// Appends are copied into staging DMA buffers of this size; a batch that does not fit
-/// closes the current buffer (it becomes its own write) and opens a new one.
-pub const STAGING_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
 /// Segment writes are aligned to at least this many bytes (the usual filesystem block),
 /// even when the device accepts smaller O_DIRECT alignment: filesystems serialize direct
 /// writes that do not cover whole filesystem blocks.
@@ -30,6 +26,16 @@ pub const MAX_UNFLUSHED_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
 /// Flushed buffers kept in memory per partition to serve fetches of recent data without
 /// touching the disk. Older buffers are released; those reads go to disk.
 pub const TAIL_CACHE_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
+
+/// Flushed buffers kept in memory by all partitions of one shard together. Counted by
+/// allocation, not by the bytes used. Over it, a partition that flushes drops its own
+/// oldest buffers (keeping its newest), so the bound is this plus one buffer per partition.
+pub const TAIL_CACHE_BYTES_PER_SHARD: usize = 1024 * 1024 * 1024;
+
+/// Staging buffers opened while a flush is in flight get at least this much room, so the
+/// appends arriving meanwhile coalesce into one write. An idle partition's buffer holds
+/// just the batch that opened it.
+pub const STAGING_COALESCE_BYTES: usize = 128 * 1024;
 
 /// One sparse index entry per this many bytes of log (Kafka's `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -68,10 +74,11 @@ pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 /// `max.in.flight.requests.per.connection` <= 5 for idempotent producers).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
-const _: () = assert!(MAX_BATCH_BYTES <= STAGING_BUFFER_BYTES * 4);
 const _: () = assert!(MIN_WRITE_ALIGNMENT_BYTES.is_power_of_two());
-const _: () = assert!((STAGING_BUFFER_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
-const _: () = assert!(STAGING_BUFFER_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
+const _: () = assert!((STAGING_COALESCE_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
+const _: () = assert!(STAGING_COALESCE_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
+const _: () = assert!(MAX_BATCH_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
+const _: () = assert!(TAIL_CACHE_BYTES_PER_PARTITION <= TAIL_CACHE_BYTES_PER_SHARD);
 const _: () = assert!(MAX_FLUSH_ROUND_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION / 2);
 const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES as u64 <= MAX_SEGMENT_BYTES);

@@ -131,6 +131,28 @@ impl ReadOutput {
 struct TailChunk {
     position: u64,
     data: Bytes,
+    /// Memory the chunk keeps alive (its whole allocation, not just `data`): what the
+    /// tail-cache limits count.
+    footprint: usize,
+}
+
+thread_local! {
+    /// Tail-cache bytes held by every log on this shard (thread), against
+    /// `TAIL_CACHE_BYTES_PER_SHARD`.
+    static SHARD_TAIL_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn shard_tail_add(bytes: usize) {
+    SHARD_TAIL_BYTES.with(|c| c.set(c.get() + bytes));
+}
+
+fn shard_tail_sub(bytes: usize) {
+    SHARD_TAIL_BYTES.with(|c| c.set(c.get().saturating_sub(bytes)));
+}
+
+/// Tail-cache bytes held on this thread's shard.
+pub fn shard_tail_bytes() -> usize {
+    SHARD_TAIL_BYTES.with(|c| c.get())
 }
 
 struct Segment {
@@ -151,6 +173,12 @@ struct Segment {
     /// The most recent buffer holding this segment's last bytes (written or not), used to
     /// start the next write at an aligned position.
     last_chunk: Option<TailChunk>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        shard_tail_sub(self.tail_bytes);
+    }
 }
 
 /// A buffer being filled by appends; it becomes a write when the flusher takes it.
@@ -781,11 +809,19 @@ impl PartitionLog {
                 .find(|s| s.base_offset == j.segment_base)
             {
                 seg.committed_size = seg.committed_size.max(j.end_position);
-                seg.tail_bytes += j.chunk.data.len();
+                seg.tail_bytes += j.chunk.footprint;
+                shard_tail_add(j.chunk.footprint);
                 seg.tail.push_back(j.chunk.clone());
-                while seg.tail_bytes > TAIL_CACHE_BYTES_PER_PARTITION && seg.tail.len() > 1 {
+                // Over either limit, this partition gives up its oldest buffers (those
+                // reads then go to disk). Each partition keeps its newest buffer, so the
+                // shard may exceed its budget by one buffer per partition.
+                while (seg.tail_bytes > TAIL_CACHE_BYTES_PER_PARTITION
+                    || shard_tail_bytes() > TAIL_CACHE_BYTES_PER_SHARD)
+                    && seg.tail.len() > 1
+                {
                     if let Some(old) = seg.tail.pop_front() {
-                        seg.tail_bytes -= old.data.len();
+                        seg.tail_bytes -= old.footprint;
+                        shard_tail_sub(old.footprint);
                     }
                 }
             }
@@ -795,7 +831,7 @@ impl PartitionLog {
         let n = st.segments.len();
         for seg in st.segments.iter_mut().take(n.saturating_sub(1)) {
             seg.tail.clear();
-            seg.tail_bytes = 0;
+            shard_tail_sub(std::mem::take(&mut seg.tail_bytes));
         }
         while st
             .waiters
@@ -1129,7 +1165,7 @@ impl PartitionLog {
                 }
                 total -= oldest.size;
                 let seg = st.segments.remove(0);
-                victims.push((seg.base_offset, seg.file));
+                victims.push((seg.base_offset, Rc::clone(&seg.file)));
             }
             if let Some(first) = st.segments.first() {
                 st.log_start_offset = st.log_start_offset.max(first.base_offset);
@@ -1177,10 +1213,14 @@ fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch
         let seg = &st.segments[seg_idx];
         let aligned_start = align_down(seg.size, alignment);
         let head = (seg.size - aligned_start) as usize;
-        let capacity = align_up(
-            (head + bytes.len()).max(STAGING_BUFFER_BYTES / 32) as u64,
-            alignment,
-        ) as usize;
+        // While a flush is in flight more appends will join this buffer, so leave room;
+        // otherwise the flusher takes it at once and it holds just this batch.
+        let room = if st.flushing {
+            STAGING_COALESCE_BYTES
+        } else {
+            0
+        };
+        let capacity = align_up((head + bytes.len()).max(room) as u64, alignment) as usize;
         let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + bytes.len()));
         if head > 0 {
             // The partial block already on disk: rewrite it unchanged.
@@ -1219,6 +1259,7 @@ fn close_staging(st: &mut LogState) {
     };
     let alignment = st.alignment;
     let write_len = align_up(staging.len as u64, alignment) as usize;
+    let footprint = staging.buf.len();
     staging.buf.as_bytes_mut()[staging.len..write_len].fill(0);
     staging.buf.trim_to_size(write_len);
     let write_buf = Rc::new(staging.buf);
@@ -1226,6 +1267,7 @@ fn close_staging(st: &mut LogState) {
     let chunk = TailChunk {
         position: staging.aligned_start,
         data,
+        footprint,
     };
     let Some(seg) = st
         .segments
@@ -1358,9 +1400,11 @@ async fn recover_segment(
             .read_at(aligned, (valid_len - aligned) as usize)
             .await
             .map_err(gio("read", &path))?;
+        let footprint = rr.len();
         Some(TailChunk {
             position: aligned,
             data: home_bytes(rr),
+            footprint,
         })
     } else {
         None

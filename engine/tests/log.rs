@@ -667,3 +667,27 @@ fn segments_left_unsealed_by_a_crash_are_sealed_after_recovery() {
         assert_eq!(check_whole_log(&log).await, 2000);
     });
 }
+
+#[test]
+fn lone_small_appends_hold_small_buffers_in_the_tail() {
+    run("tail-footprint", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        let before = quiver_engine::log::shard_tail_bytes();
+        for i in 0..500 {
+            let t = log.append(&batch_of(i, 1), LeaderEpoch(0)).await.unwrap();
+            t.committed().await.unwrap();
+        }
+        log.flushed().await;
+        let held = quiver_engine::log::shard_tail_bytes() - before;
+        // One 4 KiB-aligned buffer per lone append (two blocks when it straddles one),
+        // not a 128 KiB coalescing buffer each.
+        assert!(
+            held <= 500 * 8192,
+            "tail holds {held} bytes for 500 small appends"
+        );
+        assert!(held > 0);
+        drop(log);
+    });
+}

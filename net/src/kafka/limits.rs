@@ -17,6 +17,14 @@ pub const MAX_REQUEST_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// a response has been written; it never drops or rejects a request.
 pub const MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION: usize = 64;
 
+/// Request bytes one connection may have read but not yet answered. Decoded requests can
+/// take several times their frame size in memory, and 64 requests of 100 MiB would be
+/// 6.4 GB; this bounds it.
+///
+/// At the limit: the connection stops reading until responses are written (TCP pushes
+/// back on the client). A single frame larger than this waits until it is alone.
+pub const MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION: usize = 128 * 1024 * 1024;
+
 /// Largest amount of record data one Fetch response carries, over all partitions. Matches the
 /// broker-side `fetch.max.bytes` default (55 MiB); a client asking for more gets less.
 ///
@@ -41,6 +49,7 @@ const _: () = assert!(MAX_REQUEST_FRAME_BYTES <= i32::MAX as usize);
 const _: () = assert!(MAX_FETCH_RESPONSE_BYTES <= i32::MAX as usize);
 const _: () = assert!(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION > 0);
 const _: () = assert!(MAX_CONNECTIONS_PER_SHARD > 0);
+const _: () = assert!(MAX_REQUEST_FRAME_BYTES <= MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION);
 
 /// Longest a fetch may wait for `min_bytes` (clients ask for 500 ms by default); longer
 /// requests are cut to this.

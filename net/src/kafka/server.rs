@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
@@ -23,7 +24,10 @@ use super::broker::shard;
 use super::frame::{decode_request, encode_response, ErrorAction, FrameDecoder};
 use super::groups::RequestContext;
 use super::handlers;
-use super::limits::{MAX_CONNECTIONS_PER_SHARD, MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION};
+use super::limits::{
+    MAX_CONNECTIONS_PER_SHARD, MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION,
+    MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION,
+};
 use super::scatter::ScatterFrame;
 use super::versions;
 
@@ -35,7 +39,9 @@ const MAX_IOVECS_PER_WRITE: usize = 64;
 /// What the writer does with one slot of the in-order queue.
 enum Slot {
     /// A running handler; `None` means the request has no response (acks=0 produce).
-    Pending(JoinHandle<Option<ScatterFrame>>),
+    /// The permit holds the request's bytes against the connection's budget until its
+    /// response is written.
+    Pending(JoinHandle<Option<ScatterFrame>>, StaticPermit),
     Ready(ScatterFrame),
     /// Everything before this is answered, then the connection closes.
     Close,
@@ -96,6 +102,9 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     peer: Option<SocketAddr>,
 ) -> io::Result<()> {
     let mut decoder = FrameDecoder::new();
+    let budget = Rc::new(Semaphore::new(
+        MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION as u64,
+    ));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         loop {
@@ -107,6 +116,17 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                     let _ = tx.send(Slot::Close).await;
                     return Ok(());
                 }
+            };
+            // Back-pressure on memory: requests in flight on this connection hold their
+            // bytes until answered; beyond the budget the reader stops reading. A frame
+            // larger than the whole budget waits for everything else to finish.
+            let units = frame
+                .len()
+                .clamp(1, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION)
+                as u64;
+            let permit = match budget.acquire_static_permit(units).await {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
             };
             let request = match decode_request(frame) {
                 Ok(r) => r,
@@ -165,7 +185,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 }
             })
             .detach();
-            if tx.send(Slot::Pending(handle)).await.is_err() {
+            if tx.send(Slot::Pending(handle, permit)).await.is_err() {
                 return Ok(());
             }
         }
@@ -278,13 +298,15 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
     rx: LocalReceiver<Slot>,
 ) -> io::Result<()> {
     while let Some(slot) = rx.recv().await {
-        let frame = match slot {
-            Slot::Pending(handle) => match handle.await {
-                Some(Some(frame)) => frame,
+        // The permit (request bytes held against the budget) is released once the
+        // response is on its way.
+        let (frame, _permit) = match slot {
+            Slot::Pending(handle, permit) => match handle.await {
+                Some(Some(frame)) => (frame, Some(permit)),
                 // No response (acks=0) or the handler failed to encode (already logged).
                 _ => continue,
             },
-            Slot::Ready(frame) => frame,
+            Slot::Ready(frame) => (frame, None),
             Slot::Close => break,
         };
         write_frame(fd, &mut writer, &frame.chunks).await?;

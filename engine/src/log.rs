@@ -88,22 +88,42 @@ pub struct AppendOutcome {
     pub log_start_offset: Offset,
 }
 
-/// Returned by [`PartitionLog::append`] once offsets are assigned; await
-/// [`AppendTicket::committed`] for durability. Dropping it (acks=0) is fine.
+/// Returned by [`PartitionLog::append`] once offsets are assigned. Await
+/// [`AppendTicket::committed`] for the durability policy (acks=all), or
+/// [`AppendTicket::written`] for the leader's write alone (acks=1). Dropping it (acks=0)
+/// is fine: the append proceeds.
 pub struct AppendTicket {
     outcome: AppendOutcome,
-    waiter: Option<oneshot::Receiver<bool>>,
+    committed: Option<oneshot::Receiver<bool>>,
+    written: Option<oneshot::Receiver<bool>>,
 }
 
 impl AppendTicket {
     pub fn outcome(&self) -> AppendOutcome {
         self.outcome
     }
+
+    /// Resolves once the append satisfies the durability policy (fdatasync by default)
+    /// and is visible to readers.
     pub async fn committed(self) -> Result<AppendOutcome> {
-        match self.waiter {
-            None => Ok(self.outcome),
+        Self::wait(self.committed, self.outcome).await
+    }
+
+    /// Resolves once the append's bytes are written to the segment file with direct I/O:
+    /// they survive a crash of this process, but not necessarily a power loss until the
+    /// sync. Kafka's and Redpanda's acks=1.
+    pub async fn written(self) -> Result<AppendOutcome> {
+        Self::wait(self.written, self.outcome).await
+    }
+
+    async fn wait(
+        rx: Option<oneshot::Receiver<bool>>,
+        outcome: AppendOutcome,
+    ) -> Result<AppendOutcome> {
+        match rx {
+            None => Ok(outcome),
             Some(rx) => match rx.await {
-                Ok(true) => Ok(self.outcome),
+                Ok(true) => Ok(outcome),
                 _ => Err(EngineError::LogFailed),
             },
         }
@@ -236,6 +256,10 @@ struct LogState {
     sync_timer_armed: bool,
     failed: bool,
     waiters: VecDeque<Waiter>,
+    /// Appends waiting for their write (acks=1), in offset order.
+    write_waiters: VecDeque<Waiter>,
+    /// End of what has been written to segment files (at or above `committed_end`).
+    written_end: Offset,
     /// Long-polling readers waiting for the high watermark to move.
     hw_watchers: Vec<oneshot::Sender<()>>,
     space_waiters: Vec<oneshot::Sender<()>>,
@@ -400,6 +424,8 @@ impl PartitionLog {
                 sync_timer_armed: false,
                 failed: false,
                 waiters: VecDeque::new(),
+                write_waiters: VecDeque::new(),
+                written_end: log_end_offset,
                 hw_watchers: Vec::new(),
                 space_waiters: Vec::new(),
                 producers,
@@ -526,15 +552,36 @@ impl PartitionLog {
             first.records_count.get(),
         )?;
         if let SequenceCheck::Duplicate { base_offset } = check {
-            let st = self.state.borrow();
+            // A retry of a batch that may itself still be in flight: answer when the
+            // original is written/committed, never before.
+            let mut st = self.state.borrow_mut();
+            let last_offset = Offset(base_offset.0 + first.last_offset_delta.get() as i64);
+            let end = last_offset.next(1);
+            let committed = (st.committed_end < end).then(|| {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push_back(Waiter {
+                    end_offset: end,
+                    tx,
+                });
+                rx
+            });
+            let written = (st.written_end < end).then(|| {
+                let (tx, rx) = oneshot::channel();
+                st.write_waiters.push_back(Waiter {
+                    end_offset: end,
+                    tx,
+                });
+                rx
+            });
             return Ok(AppendTicket {
                 outcome: AppendOutcome {
                     base_offset,
-                    last_offset: Offset(base_offset.0 + first.last_offset_delta.get() as i64),
+                    last_offset,
                     duplicate: true,
                     log_start_offset: st.log_start_offset,
                 },
-                waiter: None,
+                committed,
+                written,
             });
         }
         let _permit = self
@@ -578,6 +625,11 @@ impl PartitionLog {
             end_offset: next,
             tx,
         });
+        let (write_tx, write_rx) = oneshot::channel();
+        st.write_waiters.push_back(Waiter {
+            end_offset: next,
+            tx: write_tx,
+        });
         let outcome = AppendOutcome {
             base_offset,
             last_offset: Offset(next.0 - 1),
@@ -588,7 +640,8 @@ impl PartitionLog {
         self.ensure_flusher();
         Ok(AppendTicket {
             outcome,
-            waiter: Some(rx),
+            committed: Some(rx),
+            written: Some(write_rx),
         })
     }
 
@@ -687,7 +740,8 @@ impl PartitionLog {
                 let mut st = self.state.borrow_mut();
                 st.failed = true;
                 st.flushing = false;
-                for w in st.waiters.drain(..) {
+                let st = &mut *st;
+                for w in st.waiters.drain(..).chain(st.write_waiters.drain(..)) {
                     let _ = w.tx.send(false);
                 }
                 for w in st.space_waiters.drain(..) {
@@ -754,6 +808,20 @@ impl PartitionLog {
         st.written_since_sync += written;
         st.stats.flush_rounds += 1;
         st.stats.bytes_written += written;
+        // Jobs are in offset order: the last one ends the written prefix.
+        if let Some(last) = jobs.last() {
+            st.written_end = st.written_end.max(last.end_offset);
+        }
+        let written_end = st.written_end;
+        while st
+            .write_waiters
+            .front()
+            .is_some_and(|w| w.end_offset <= written_end)
+        {
+            if let Some(w) = st.write_waiters.pop_front() {
+                let _ = w.tx.send(true);
+            }
+        }
         Ok(())
     }
 

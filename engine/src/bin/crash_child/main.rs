@@ -91,8 +91,16 @@ async fn produce(log: Rc<PartitionLog>, run: u64, producer: u32, deadline: Insta
                 std::process::exit(1);
             }
         };
+        // Odd producers acknowledge on the write alone (acks=1), even ones on the
+        // durability policy (acks=all): a SIGKILL must lose neither.
+        let acks_on_write = producer % 2 == 1;
         in_flight.push_back(glommio::spawn_local(async move {
-            match ticket.committed().await {
+            let acked = if acks_on_write {
+                ticket.written().await
+            } else {
+                ticket.committed().await
+            };
+            match acked {
                 Ok(outcome) => say(&Ack {
                     base_offset: outcome.base_offset.0,
                     last_offset: outcome.last_offset.0,

@@ -96,6 +96,9 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
             for (item, ticket) in items.iter().zip(tickets) {
                 let result = match ticket {
                     Ok(t) if acks == 0 => Ok(t.outcome()),
+                    // acks=1: the leader's write (survives a broker crash, like Kafka's
+                    // page-cache write); acks=all: the durability policy (fdatasync).
+                    Ok(t) if acks == 1 => t.written().await,
                     Ok(t) => t.committed().await,
                     Err(e) => Err(e),
                 };

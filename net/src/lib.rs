@@ -2,3 +2,4 @@
 //! the engine never touches one.
 
 pub mod kafka;
+pub mod service;

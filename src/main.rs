@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use quiver_engine::log::Durability;
 use quiver_engine::runtime::{self, RuntimeConfig};
 use quiver_net::kafka::broker::{ensure_internal_topics, BrokerConfig, Shard};
+use quiver_net::quic::{QuicSettings, TlsSettings};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     /// Examples:
     ///   quiver serve                      # data in ./quiver-data, Kafka on 127.0.0.1:9092
     ///   quiver serve --cores 1 --kafka-listen 127.0.0.1:19092 --data-dir /var/lib/quiver
+    ///   quiver serve --quic-listen 0.0.0.0:9093 --tls-cert cert.pem --tls-key key.pem
+    ///   quiver serve --no-quic            # Kafka protocol only
     Serve(ServeArgs),
 }
 
@@ -42,6 +45,25 @@ struct ServeArgs {
     /// Kafka protocol listen address.
     #[arg(long, default_value = "127.0.0.1:9092")]
     kafka_listen: SocketAddr,
+    /// QUIC (`quiver/1`) listen address (UDP).
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    quic_listen: SocketAddr,
+    /// Do not start the QUIC listener.
+    #[arg(long)]
+    no_quic: bool,
+    /// PEM certificate chain for the QUIC listener. Without --tls-cert/--tls-key a
+    /// self-signed development certificate is generated into <data-dir>/tls/.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require QUIC clients to present a certificate it signed (mutual TLS).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Threads of the QUIC runtime (connection tasks, encryption). Default: one per core.
+    #[arg(long)]
+    quic_threads: Option<usize>,
     /// Host advertised to clients in Metadata (default: the listen IP).
     #[arg(long)]
     advertised_host: Option<String>,
@@ -136,9 +158,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handler")?;
     }
-    runtime::run(&runtime_config, move |ctx| {
+    let shard_count = runtime_config.cpus.len();
+    let (external, inboxes) = runtime::ExternalHandle::new(shard_count);
+    let started = Arc::new(AtomicUsize::new(0));
+    let quic = if args.no_quic {
+        None
+    } else {
+        let settings = QuicSettings {
+            listen: args.quic_listen,
+            data_dir: data_dir.clone(),
+            tls: TlsSettings {
+                cert: args.tls_cert,
+                key: args.tls_key,
+                client_ca: args.tls_client_ca,
+            },
+            threads: args.quic_threads.unwrap_or(shard_count),
+        };
+        let started = Arc::clone(&started);
+        let server = quiver_net::quic::spawn(
+            settings,
+            external,
+            move || started.load(Ordering::Acquire) == shard_count,
+            Arc::clone(&stop),
+        )
+        .context("starting the QUIC listener")?;
+        tracing::info!(
+            quic = %server.local_addr,
+            cert = %server.cert_path.display(),
+            "quic (quiver/1) enabled; clients verify the broker with this certificate (CA file)"
+        );
+        Some(server)
+    };
+    runtime::run_with_external(&runtime_config, inboxes, move |ctx| {
         let config = Arc::clone(&config);
         let stop = Arc::clone(&stop);
+        let started = Arc::clone(&started);
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
                 tracing::error!(error = %e, "storage is not usable for direct I/O");
@@ -151,6 +205,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
+            started.fetch_add(1, Ordering::AcqRel);
             glommio::spawn_local(Rc::clone(&shard).retention_loop()).detach();
             glommio::spawn_local(quiver_net::kafka::groups::run_coordinator_timers()).detach();
             let serve = quiver_net::kafka::server::serve(config.kafka_listen);
@@ -183,8 +238,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(quic) = quic {
+        quic.join();
+    }
     Ok(())
 }
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,3 +2,5 @@
 //! the engine never touches one.
 
 pub mod kafka;
+pub mod quic;
+pub mod service;

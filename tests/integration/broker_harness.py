@@ -78,6 +78,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_udp_port() -> int:
+    """A UDP port for the broker's QUIC listener (the default, 9093, may be taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK_HOST, 0))
+        return sock.getsockname()[1]
+
+
 def port_accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
@@ -115,6 +122,8 @@ class Broker:
         self.name = name
         self.data_dir = data_dir
         self.port = port
+        # Fixed for the broker's lifetime so restarts keep their address.
+        self.quic_port = free_udp_port()
         self.host = LOOPBACK_HOST
         self.log_path = log_path
         self.extra_args = list(extra_args)
@@ -140,6 +149,7 @@ class Broker:
             "--data-dir", str(self.data_dir),
             "--kafka-listen", f"{self.host}:{self.port}",
             "--advertised-host", self.host,
+            "--quic-listen", f"{self.host}:{self.quic_port}",
             *extra_broker_args(),
             *self.extra_args,
         ]

@@ -4,19 +4,16 @@
 //! Sessions (KIP-227): the broker declines to create fetch sessions (it answers with
 //! session id 0), which the protocol allows; clients then keep sending full requests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::kafka::broker::shard;
+use crate::kafka::errors::UNKNOWN_TOPIC_ID;
+use crate::kafka::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS};
+use crate::service::{self, ReadPartition, ReadRequest};
 use bytes::Bytes;
-use futures::channel::oneshot;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use quiver_engine::types::Offset;
-
-use super::by_shard;
-use crate::kafka::broker::shard;
-use crate::kafka::errors::{error_code, UNKNOWN_TOPIC_ID};
-use crate::kafka::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS};
 
 /// A fetch response plus the record buffers it references.
 pub struct FetchReply {
@@ -47,12 +44,10 @@ struct Got {
     topic_index: usize,
     partition_index: usize,
     result: Result<(Vec<Bytes>, i64, i64), i16>,
-    watch: Option<oneshot::Receiver<()>>,
 }
 
 pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
     let me = shard();
-    let start = Instant::now();
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).clamp(1, MAX_FETCH_RESPONSE_BYTES);
@@ -108,35 +103,32 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
         );
     }
 
-    loop {
-        let remaining = max_wait.saturating_sub(start.elapsed());
-        let may_wait = !remaining.is_zero() && min_bytes > 0;
-        let got = read_all(&wanted, may_wait).await;
-        let total: usize = got
+    let request = ReadRequest {
+        partitions: wanted
             .iter()
-            .filter_map(|g| g.result.as_ref().ok())
-            .map(|(chunks, _, _)| chunks.iter().map(|c| c.len()).sum::<usize>())
-            .sum();
-        let any_error = got.iter().any(|g| g.result.is_err());
-        if total >= min_bytes.max(1) || any_error || !may_wait || wanted.is_empty() {
-            return assemble(topics, got, max_bytes, version);
-        }
-        // Long poll: wake on the first partition whose high watermark moves, or time out.
-        let watches: Vec<_> = got.into_iter().filter_map(|g| g.watch).collect();
-        if watches.is_empty() {
-            glommio::timer::sleep(remaining).await;
-        } else {
-            let any = futures::future::select_all(watches);
-            let timeout = glommio::timer::sleep(remaining);
-            futures::pin_mut!(timeout);
-            let _ = futures::future::select(any, timeout).await;
-        }
-        if start.elapsed() >= max_wait {
-            // One last read so data that arrived exactly at the deadline is returned.
-            let got = read_all(&wanted, false).await;
-            return assemble(topics, got, max_bytes, version);
-        }
-    }
+            .map(|w| ReadPartition {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                offset: w.offset,
+                max_bytes: w.max_bytes,
+            })
+            .collect(),
+        min_bytes,
+        max_wait,
+    };
+    let results = service::local::read(request).await;
+    let got = wanted
+        .iter()
+        .zip(results)
+        .map(|(w, r)| Got {
+            topic_index: w.topic_index,
+            partition_index: w.partition_index,
+            result: r
+                .map(|d| (d.chunks, d.high_watermark, d.log_start_offset))
+                .map_err(|e| e.code()),
+        })
+        .collect();
+    assemble(topics, got, max_bytes, version)
 }
 
 fn empty_partition(index: i32) -> PartitionData {
@@ -148,67 +140,6 @@ fn empty_partition(index: i32) -> PartitionData {
         .with_aborted_transactions(Some(Vec::new()))
         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
         .with_records(Some(Bytes::new()))
-}
-
-/// Reads every wanted partition on its shard, concurrently across shards. When
-/// `watch` is set, partitions with nothing to return register a high-watermark watch in
-/// the same hop.
-async fn read_all(wanted: &[Wanted], watch: bool) -> Vec<Got> {
-    let me = shard();
-    let items = wanted.iter().map(|w| {
-        (
-            me.owner_of(&w.topic, w.partition),
-            (
-                w.topic_index,
-                w.partition_index,
-                w.topic.clone(),
-                w.partition,
-                w.offset,
-                w.max_bytes,
-            ),
-        )
-    });
-    let hops = by_shard(items).into_iter().map(|(owner, items)| {
-        me.ctx.run_on(owner, move || async move {
-            let s = shard();
-            let mut out = Vec::with_capacity(items.len());
-            for (ti, pi, topic, partition, offset, max_bytes) in items {
-                let Some(log) = s.local_log(&topic, partition) else {
-                    out.push(Got {
-                        topic_index: ti,
-                        partition_index: pi,
-                        result: Err(E::UnknownTopicOrPartition.code()),
-                        watch: None,
-                    });
-                    continue;
-                };
-                let result = log.read(Offset(offset), max_bytes).await;
-                let watch = match &result {
-                    Ok(r) if watch && r.chunks.is_empty() => {
-                        Some(log.watch_high_watermark(Offset(offset)))
-                    }
-                    _ => None,
-                };
-                out.push(Got {
-                    topic_index: ti,
-                    partition_index: pi,
-                    result: result
-                        .map(|r| (r.chunks, r.high_watermark.0, r.log_start_offset.0))
-                        .map_err(|e| error_code(&e)),
-                    watch,
-                });
-            }
-            out
-        })
-    });
-    let mut all = Vec::with_capacity(wanted.len());
-    for hop in futures::future::join_all(hops).await {
-        match hop {
-            Ok(v) => all.extend(v),
-            Err(e) => tracing::error!(error = %e, "fetch hop failed"),
-        }
-    }
-    all
 }
 
 /// Fills the response in request order, honouring the response-wide `max_bytes`: the

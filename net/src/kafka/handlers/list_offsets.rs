@@ -8,53 +8,9 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::by_shard;
 use crate::kafka::broker::shard;
-use crate::kafka::errors::error_code;
 
-/// Larger batches are answered at batch granularity instead of decoded.
-const MAX_RECORDS_DECODED_FOR_TIMESTAMP: i32 = 100_000;
-
-pub const EARLIEST: i64 = -2;
-pub const LATEST: i64 = -1;
-pub const MAX_TIMESTAMP: i64 = -3;
-
-/// The exact record inside a batch: the first whose timestamp is at or after `target`
-/// (or, for max-timestamp, equal to it). Decodes compressed batches too; if decoding
-/// fails the batch's base offset is the answer (still a valid lower bound).
-fn record_at_or_after(
-    base: i64,
-    max_ts: i64,
-    batch: bytes::Bytes,
-    target: i64,
-    exact: bool,
-) -> (i64, i64) {
-    // kafka-protocol's record decoder reserves memory from the record count in the
-    // header, and a compressed batch's count is not checked on produce: bound it first.
-    let count = quiver_engine::batch::parse_header(&batch)
-        .map(|h| h.records_count.get())
-        .unwrap_or(-1);
-    if !(0..=MAX_RECORDS_DECODED_FOR_TIMESTAMP).contains(&count) {
-        return (base, max_ts);
-    }
-    let mut buf = batch;
-    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set
-            .records
-            .iter()
-            .find(|r| {
-                if exact {
-                    r.timestamp == target
-                } else {
-                    r.timestamp >= target
-                }
-            })
-            .map(|r| (r.offset, r.timestamp))
-            .unwrap_or((base, max_ts)),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not decode batch for a timestamp lookup");
-            (base, max_ts)
-        }
-    }
-}
+use crate::service::local;
+pub use crate::service::local::{EARLIEST, LATEST, MAX_TIMESTAMP};
 
 pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let me = shard();
@@ -91,28 +47,10 @@ pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsRespons
     }
     let hops = by_shard(items).into_iter().map(|(owner, items)| {
         me.ctx.run_on(owner, move || async move {
-            let s = shard();
             let mut out = Vec::with_capacity(items.len());
             for (ti, pi, topic, partition, timestamp) in items {
-                let Some(log) = s.local_log(&topic, partition) else {
-                    out.push((ti, pi, Err(E::UnknownTopicOrPartition.code())));
-                    continue;
-                };
-                let result = match timestamp {
-                    EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
-                    LATEST => Ok(Some((log.high_watermark().0, -1))),
-                    MAX_TIMESTAMP => {
-                        let ts = log.max_timestamp();
-                        log.batch_for_timestamp(ts)
-                            .await
-                            .map(|r| r.map(|(o, t, b)| record_at_or_after(o.0, t, b, ts, true)))
-                    }
-                    ts => log
-                        .batch_for_timestamp(ts)
-                        .await
-                        .map(|r| r.map(|(o, t, b)| record_at_or_after(o.0, t, b, ts, false))),
-                };
-                out.push((ti, pi, result.map_err(|e| error_code(&e))));
+                let result = local::list_offset(&topic, partition, timestamp).await;
+                out.push((ti, pi, result.map_err(|e| e.code())));
             }
             out
         })

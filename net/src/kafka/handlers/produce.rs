@@ -5,11 +5,10 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use quiver_engine::types::LeaderEpoch;
 
 use super::{by_shard, str_bytes};
 use crate::kafka::broker::shard;
-use crate::kafka::errors::error_code;
+use crate::service::{self, ServiceError};
 
 struct Item {
     topic_index: usize,
@@ -82,15 +81,10 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
     }
     let hops = by_shard(items).into_iter().map(|(owner, items)| {
         me.ctx.run_on(owner, move || async move {
-            let s = shard();
             // Append everything first, then wait: one group commit covers them all.
             let mut tickets = Vec::with_capacity(items.len());
             for item in &items {
-                let result = match s.local_log(&item.topic, item.partition) {
-                    Some(log) => log.append(&item.records, LeaderEpoch(0)).await,
-                    None => Err(quiver_engine::EngineError::UnknownTopicOrPartition(item.topic.clone())),
-                };
-                tickets.push(result);
+                tickets.push(service::local::append(&item.topic, item.partition, &item.records).await);
             }
             let mut out = Vec::with_capacity(items.len());
             for (item, ticket) in items.iter().zip(tickets) {
@@ -98,13 +92,13 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
                     Ok(t) if acks == 0 => Ok(t.outcome()),
                     // acks=1: the leader's write (survives a broker crash, like Kafka's
                     // page-cache write); acks=all: the durability policy (fdatasync).
-                    Ok(t) if acks == 1 => t.written().await,
-                    Ok(t) => t.committed().await,
+                    Ok(t) if acks == 1 => t.written().await.map_err(ServiceError::from),
+                    Ok(t) => t.committed().await.map_err(ServiceError::from),
                     Err(e) => Err(e),
                 };
                 out.push((item.topic_index, item.partition_index, result.map_err(|e| {
                     tracing::debug!(topic = %item.topic, partition = item.partition, error = %e, "produce rejected");
-                    (error_code(&e), e.to_string())
+                    (e.code(), e.to_string())
                 })));
             }
             out

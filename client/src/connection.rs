@@ -1,0 +1,360 @@
+//! The connection to a broker and request channels over its streams.
+//!
+//! A [`Channel`] is one bidirectional stream used for pipelined request/response pairs:
+//! the broker answers in request order, so the channel matches answers to waiters with a
+//! FIFO queue. The client keeps one control channel for admin and offsets, one channel
+//! per produced partition, and a fresh stream per fetch and per subscription, so that a
+//! slow request or partition never holds up another (QUIC has no head-of-line blocking
+//! between streams).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream, VarInt};
+use quiver_protocol::limits::*;
+use quiver_protocol::{FrameHeader, Request, Response, HEADER_BYTES};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::error::{Error, Result};
+use crate::tls;
+
+/// How to reach and trust a broker.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the broker's QUIC listener.
+    pub address: String,
+    /// Name the broker's certificate must be valid for (default: the host of `address`,
+    /// or "localhost" when that is an IP address the dev certificate does not name).
+    pub server_name: Option<String>,
+    /// PEM CA bundle to verify the broker against (for a development broker:
+    /// `<data dir>/tls/cert.pem`). Without it, the platform's roots are not consulted:
+    /// a CA file or `insecure` is required.
+    pub ca_file: Option<PathBuf>,
+    /// Skip server verification. Only when asked for explicitly.
+    pub insecure: bool,
+    /// PEM certificate chain and key for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Longest to wait for any single answer (long polls add their own wait).
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(address: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            address: address.into(),
+            server_name: None,
+            ca_file: None,
+            insecure: false,
+            client_cert: None,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Accept any server certificate. Traffic is still encrypted but anyone on the path
+    /// can impersonate the broker; use only for development.
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+/// The same flow-control tuning as the broker's (docs/ARCHITECTURE.md).
+pub(crate) fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
+        .send_window(SEND_WINDOW_BYTES)
+        .keep_alive_interval(Some(Duration::from_secs(5)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+/// A QUIC connection to one broker, re-established on demand.
+pub(crate) struct Connection {
+    config: ClientConfig,
+    endpoint: quinn::Endpoint,
+    remote: SocketAddr,
+    server_name: String,
+    current: Mutex<Option<quinn::Connection>>,
+    next_request_id: AtomicU64,
+}
+
+impl Connection {
+    pub(crate) async fn connect(config: ClientConfig) -> Result<Arc<Connection>> {
+        let remote = config
+            .address
+            .to_socket_addrs()
+            .map_err(|e| Error::Connect {
+                addr: config.address.clone(),
+                reason: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| Error::Connect {
+                addr: config.address.clone(),
+                reason: "address resolves to nothing".into(),
+            })?;
+        let server_name = config.server_name.clone().unwrap_or_else(|| {
+            let host = config
+                .address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']))
+                .unwrap_or(&config.address);
+            host.to_string()
+        });
+        let mut client_config = tls::client_config(&config)?;
+        client_config.transport_config(Arc::new(transport_config()));
+        let bind: SocketAddr = if remote.is_ipv6() {
+            "[::]:0"
+                .parse()
+                .map_err(|_| Error::InvalidArgument("bind".into()))?
+        } else {
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| Error::InvalidArgument("bind".into()))?
+        };
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| Error::Connect {
+            addr: config.address.clone(),
+            reason: format!("binding a UDP socket: {e}"),
+        })?;
+        let mut endpoint =
+            quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|e| Error::Connect {
+                    addr: config.address.clone(),
+                    reason: e.to_string(),
+                })?;
+        endpoint.set_default_client_config(client_config);
+        let conn = Arc::new(Connection {
+            config,
+            endpoint,
+            remote,
+            server_name,
+            current: Mutex::new(None),
+            next_request_id: AtomicU64::new(1),
+        });
+        conn.quic().await?;
+        Ok(conn)
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The live QUIC connection, reconnecting if the previous one closed.
+    pub(crate) async fn quic(&self) -> Result<quinn::Connection> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect(self.remote, &self.server_name)
+            .map_err(|e| Error::Connect {
+                addr: self.config.address.clone(),
+                reason: e.to_string(),
+            })?;
+        let c = tokio::time::timeout(self.config.request_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout(self.config.request_timeout))?
+            .map_err(|e| Error::Connect {
+                addr: self.config.address.clone(),
+                reason: e.to_string(),
+            })?;
+        *current = Some(c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) async fn open_stream(&self) -> Result<(SendStream, RecvStream)> {
+        let quic = self.quic().await?;
+        Ok(quic.open_bi().await?)
+    }
+
+    /// Opens a new request channel on its own stream.
+    pub(crate) async fn channel(self: &Arc<Self>) -> Result<Channel> {
+        let (send, recv) = self.open_stream().await?;
+        Ok(Channel::start(Arc::clone(self), send, recv))
+    }
+
+    /// One request on a stream of its own (fetches: a long poll must not hold up others).
+    pub(crate) async fn request_on_new_stream(
+        &self,
+        request: &Request,
+        wait: Duration,
+    ) -> Result<Response> {
+        let (mut send, mut recv) = self.open_stream().await?;
+        let id = self.next_request_id();
+        let mut frame = request.encode(id);
+        send.write_all_chunks(&mut frame)
+            .await
+            .map_err(|_| Error::StreamClosed)?;
+        let _ = send.finish();
+        let timeout = self.config.request_timeout + wait;
+        let answer = tokio::time::timeout(timeout, read_frame(&mut recv))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        let (header, body) = answer.ok_or(Error::StreamClosed)?;
+        Ok(Response::decode(&header, body)?)
+    }
+
+    pub(crate) fn close(&self) {
+        self.endpoint.close(VarInt::from_u32(0), b"client closed");
+    }
+}
+
+/// Reads one frame: `Ok(None)` if the stream ended cleanly before it.
+pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<(FrameHeader, Bytes)>> {
+    let mut head = [0u8; HEADER_BYTES];
+    match recv.read_exact(&mut head).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(_) => return Err(Error::StreamClosed),
+    }
+    let header = FrameHeader::decode(&head, MAX_RESPONSE_BODY_BYTES)?.ok_or(Error::StreamClosed)?;
+    let mut body = vec![0u8; header.body_len()];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|_| Error::StreamClosed)?;
+    Ok(Some((header, Bytes::from(body))))
+}
+
+type Reply = oneshot::Sender<Result<Response>>;
+
+struct Outbound {
+    frame: Vec<Bytes>,
+    reply: Option<Reply>,
+}
+
+/// Pipelined request/response on one stream; cheap to clone. Answers arrive in request
+/// order, so waiters are kept in a FIFO.
+#[derive(Clone)]
+pub(crate) struct Channel {
+    conn: Arc<Connection>,
+    outbound: mpsc::Sender<Outbound>,
+}
+
+/// Requests a channel queues before `request` waits (the broker runs up to
+/// `MAX_IN_FLIGHT_REQUESTS_PER_STREAM` of them at once).
+const CHANNEL_QUEUE: usize = MAX_IN_FLIGHT_REQUESTS_PER_STREAM;
+
+impl Channel {
+    fn start(conn: Arc<Connection>, send: SendStream, recv: RecvStream) -> Channel {
+        let (outbound, rx) = mpsc::channel(CHANNEL_QUEUE);
+        tokio::spawn(run_channel(send, recv, rx));
+        Channel { conn, outbound }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.outbound.is_closed()
+    }
+
+    /// Sends `request` and waits for its answer. A broker ERROR frame becomes
+    /// [`Error::Broker`].
+    pub(crate) async fn request(&self, request: &Request) -> Result<Response> {
+        let rx = self.send(request, true).await?.ok_or(Error::StreamClosed)?;
+        let timeout = self.conn.config().request_timeout;
+        let response = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|_| Error::StreamClosed)??;
+        match response {
+            Response::Error(e) => Err(Error::Broker {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Queues `request`; with `want_reply` returns the waiter for its answer.
+    pub(crate) async fn send(
+        &self,
+        request: &Request,
+        want_reply: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Response>>>> {
+        let id = self.conn.next_request_id();
+        let frame = request.encode(id);
+        let (reply, rx) = if want_reply {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.outbound
+            .send(Outbound { frame, reply })
+            .await
+            .map_err(|_| Error::StreamClosed)?;
+        Ok(rx)
+    }
+}
+
+async fn run_channel(mut send: SendStream, recv: RecvStream, mut rx: mpsc::Receiver<Outbound>) {
+    let (waiters_tx, waiters_rx) = mpsc::unbounded_channel::<Reply>();
+    let reader = tokio::spawn(read_answers(recv, waiters_rx));
+    while let Some(mut out) = rx.recv().await {
+        // Queue the waiter before the frame leaves, so the answer always finds it.
+        if let Some(reply) = out.reply.take() {
+            if waiters_tx.send(reply).is_err() {
+                break;
+            }
+        }
+        if send.write_all_chunks(&mut out.frame).await.is_err() {
+            break;
+        }
+    }
+    drop(waiters_tx);
+    let _ = send.finish();
+    let _ = reader.await;
+}
+
+async fn read_answers(mut recv: RecvStream, mut waiters: mpsc::UnboundedReceiver<Reply>) {
+    loop {
+        let frame = match read_frame(&mut recv).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => break,
+        };
+        let Some(waiter) = waiters.recv().await else {
+            break;
+        };
+        let (header, body) = frame;
+        let _ = waiter.send(Response::decode(&header, body).map_err(Error::from));
+    }
+    // Remaining waiters are dropped: their requests see StreamClosed.
+    waiters.close();
+}

@@ -1,0 +1,499 @@
+//! The `quiver/1` QUIC listener: quinn on its own tokio runtime, handing every request to
+//! the shards through [`ExternalHandle`] (see docs/ARCHITECTURE.md for why).
+//!
+//! Streams (docs/protocol.md): every bidirectional stream carries request frames from the
+//! client and response frames back, in request order. Requests on one stream run
+//! concurrently (up to `MAX_IN_FLIGHT_REQUESTS_PER_STREAM`), except that produce requests
+//! are appended in arrival order; only their acknowledgements overlap. A stream whose
+//! first frame is SUBSCRIBE becomes a subscription: the broker pushes RECORDS frames on
+//! it until either side closes it, and QUIC flow control on that stream is the
+//! back-pressure. Streams never wait for each other, so one slow partition cannot stall
+//! another.
+//!
+//! Bad input closes one stream, never the connection or the broker: the broker sends an
+//! ERROR frame, finishes its side and asks the client to stop sending (STOP_SENDING).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use quinn::{RecvStream, SendStream, VarInt};
+use quiver_engine::runtime::ExternalHandle;
+use quiver_protocol::limits::*;
+use quiver_protocol::{
+    Acks, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response, HEADER_BYTES,
+};
+use tokio::sync::mpsc;
+
+use super::handlers;
+use super::tls::{self, TlsSettings};
+use super::QuicError;
+use crate::service::{ReadPartition, ReadRequest, Service};
+
+/// Application error code on STOP_SENDING / RESET_STREAM after bad input on a stream.
+pub const STREAM_ERROR_PROTOCOL: u32 = 1;
+/// Application error code when the broker shuts down.
+pub const CONNECTION_CLOSE_SHUTDOWN: u32 = 0;
+/// How long a subscription's long poll waits before checking that the stream is still
+/// wanted. New data wakes it at once, so this does not add latency.
+const SUBSCRIBE_POLL_MS: u64 = 5_000;
+/// How often the endpoint checks the stop flag.
+const STOP_POLL_MS: u64 = 20;
+
+/// How `quiver serve` configures the QUIC listener.
+#[derive(Debug, Clone)]
+pub struct QuicSettings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsSettings,
+    /// Tokio worker threads (quinn's connection tasks, TLS); defaults to the shard count.
+    pub threads: usize,
+}
+
+/// A running listener.
+pub struct QuicServer {
+    pub local_addr: SocketAddr,
+    pub cert_path: PathBuf,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl QuicServer {
+    /// Waits for the listener thread to end (after the stop flag is set).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// The quinn transport settings tuned for bulk transfer (docs/ARCHITECTURE.md).
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
+        .send_window(SEND_WINDOW_BYTES)
+        .keep_alive_interval(Some(Duration::from_secs(5)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+/// Binds the endpoint and serves until `stop` is set. `ready` is polled before binding so
+/// that no request reaches a shard that has not started.
+pub fn spawn(
+    settings: QuicSettings,
+    handle: ExternalHandle,
+    ready: impl Fn() -> bool + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> Result<QuicServer, QuicError> {
+    let (tls_config, cert_path) = tls::server_config(&settings.tls, &settings.data_dir)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server_config.transport_config(Arc::new(transport_config()));
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+
+    // Bind here, on the caller's thread, so a bad address fails `quiver serve` at once.
+    let socket = std::net::UdpSocket::bind(settings.listen)
+        .map_err(|e| QuicError::io("bind", settings.listen, e))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| QuicError::io("local_addr", settings.listen, e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.threads.max(1))
+        .thread_name("quic")
+        .enable_all()
+        .build()
+        .map_err(|e| QuicError::io("start tokio", "quic", e))?;
+    let thread = std::thread::Builder::new()
+        .name("quic-endpoint".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while !ready() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let endpoint = match quinn::Endpoint::new(
+                    endpoint_config,
+                    Some(server_config),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                ) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "quic endpoint failed to start");
+                        return;
+                    }
+                };
+                tracing::info!(addr = %local_addr, "quic listener up");
+                let service = Service::new(handle);
+                let counts = Arc::new(Mutex::new(ConnectionCounts::default()));
+                let accept = accept_loop(endpoint.clone(), service, counts);
+                let stopped = async {
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+                endpoint.close(VarInt::from_u32(CONNECTION_CLOSE_SHUTDOWN), b"shutdown");
+                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            });
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(|e| QuicError::io("spawn thread", "quic", e))?;
+    Ok(QuicServer {
+        local_addr,
+        cert_path,
+        thread,
+    })
+}
+
+#[derive(Default)]
+struct ConnectionCounts {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl ConnectionCounts {
+    /// Takes a slot for `ip`, or says which limit is reached.
+    fn admit(&mut self, ip: IpAddr) -> Result<(), &'static str> {
+        if self.total >= MAX_CONNECTIONS {
+            return Err("MAX_CONNECTIONS");
+        }
+        let n = self.per_peer.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return Err("MAX_CONNECTIONS_PER_PEER");
+        }
+        *n += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_peer.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&ip);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    service: Service<ExternalHandle>,
+    counts: Arc<Mutex<ConnectionCounts>>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let peer = incoming.remote_address();
+        // A poisoned lock only means another task panicked mid-update; the counts are
+        // plain integers, so keep going with them.
+        let admitted = counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer.ip());
+        if let Err(limit) = admitted {
+            tracing::warn!(%peer, limit, "refusing quic connection");
+            incoming.refuse();
+            continue;
+        }
+        let service = service.clone();
+        let counts = Arc::clone(&counts);
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(connection) => serve_connection(connection, service).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "quic handshake failed"),
+            }
+            counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(peer.ip());
+        });
+    }
+}
+
+async fn serve_connection(connection: quinn::Connection, service: Service<ExternalHandle>) {
+    let peer = connection.remote_address();
+    tracing::debug!(%peer, "quic connection");
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                let service = service.clone();
+                tokio::spawn(serve_stream(service, send, recv));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "quic connection ended");
+                return;
+            }
+        }
+    }
+}
+
+/// What the reader hands the writer: a response still being computed (`None` output for
+/// acks=0), or the end of the stream after bad input.
+enum Outgoing {
+    Response(BoxFuture<'static, Option<Vec<Bytes>>>),
+    BadInput(Vec<Bytes>),
+}
+
+enum ReadOutcome {
+    Frame(FrameHeader, Bytes),
+    /// The client finished its side cleanly between frames.
+    End,
+    /// The stream failed (reset, connection lost): nothing more to say on it.
+    Gone,
+    Bad(FrameError),
+}
+
+async fn read_frame(recv: &mut RecvStream) -> ReadOutcome {
+    let mut head = [0u8; HEADER_BYTES];
+    match recv.read_exact(&mut head).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return ReadOutcome::End,
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return ReadOutcome::Bad(FrameError::Short {
+                what: "frame header",
+                needed: HEADER_BYTES - n,
+            })
+        }
+        Err(_) => return ReadOutcome::Gone,
+    }
+    let header = match FrameHeader::decode(&head, MAX_REQUEST_BODY_BYTES) {
+        Ok(Some(h)) => h,
+        Ok(None) => return ReadOutcome::Gone, // unreachable: the buffer is a whole header
+        Err(e) => return ReadOutcome::Bad(e),
+    };
+    let mut body = vec![0u8; header.body_len()];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => ReadOutcome::Frame(header, Bytes::from(body)),
+        Err(quinn::ReadExactError::FinishedEarly(n)) => ReadOutcome::Bad(FrameError::Short {
+            what: "frame body",
+            needed: header.body_len() - n,
+        }),
+        Err(_) => ReadOutcome::Gone,
+    }
+}
+
+fn error_frame(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Vec<Bytes> {
+    Response::error(code, message).encode(request_id)
+}
+
+fn bad_input_frame(e: &FrameError, request_id: u64) -> Vec<Bytes> {
+    let request_id = match e {
+        FrameError::TooLarge { request_id, .. } => *request_id,
+        _ => request_id,
+    };
+    error_frame(request_id, e.code(), e.to_string())
+}
+
+async fn serve_stream(
+    service: Service<ExternalHandle>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    // The first frame decides what kind of stream this is.
+    let (header, body) = match read_frame(&mut recv).await {
+        ReadOutcome::Frame(h, b) => (h, b),
+        ReadOutcome::End | ReadOutcome::Gone => return,
+        ReadOutcome::Bad(e) => {
+            return close_bad(&mut send, &mut recv, bad_input_frame(&e, 0)).await
+        }
+    };
+    let request_id = header.request_id();
+    let first = match Request::decode(&header, body) {
+        Ok(r) => r,
+        Err(e) => {
+            return close_bad(&mut send, &mut recv, bad_input_frame(&e, request_id)).await;
+        }
+    };
+    if let Request::Subscribe(sub) = first {
+        return handlers::subscribe(service, send, recv, request_id, sub).await;
+    }
+
+    let (tx, rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_REQUESTS_PER_STREAM);
+    let writer = tokio::spawn(write_responses(send, rx));
+    let mut next = Some((request_id, first));
+    loop {
+        let (request_id, request) = match next.take() {
+            Some(r) => r,
+            None => match read_frame(&mut recv).await {
+                ReadOutcome::Frame(header, body) => {
+                    let id = header.request_id();
+                    match Request::decode(&header, body) {
+                        Ok(r) => (id, r),
+                        Err(e) => {
+                            let _ = tx.send(Outgoing::BadInput(bad_input_frame(&e, id))).await;
+                            let _ = recv.stop(VarInt::from_u32(STREAM_ERROR_PROTOCOL));
+                            break;
+                        }
+                    }
+                }
+                ReadOutcome::End | ReadOutcome::Gone => break,
+                ReadOutcome::Bad(e) => {
+                    let _ = tx.send(Outgoing::BadInput(bad_input_frame(&e, 0))).await;
+                    let _ = recv.stop(VarInt::from_u32(STREAM_ERROR_PROTOCOL));
+                    break;
+                }
+            },
+        };
+        let outgoing = dispatch(&service, request_id, request).await;
+        // The channel is bounded: when `MAX_IN_FLIGHT_REQUESTS_PER_STREAM` responses are
+        // pending, this waits, the stream is not read, and QUIC pushes back on the client.
+        if tx.send(outgoing).await.is_err() {
+            break; // the writer is gone: the client stopped reading responses
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn close_bad(send: &mut SendStream, recv: &mut RecvStream, frame: Vec<Bytes>) {
+    let mut frame = frame;
+    let _ = send.write_all_chunks(&mut frame).await;
+    let _ = send.finish();
+    let _ = recv.stop(VarInt::from_u32(STREAM_ERROR_PROTOCOL));
+}
+
+/// Sends responses in request order as they complete.
+async fn write_responses(mut send: SendStream, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut pending: FuturesOrdered<BoxFuture<'static, Option<Vec<Bytes>>>> = FuturesOrdered::new();
+    let mut input_open = true;
+    let mut closing: Option<Vec<Bytes>> = None;
+    loop {
+        if !input_open && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            item = rx.recv(), if input_open && closing.is_none() => match item {
+                Some(Outgoing::Response(f)) => pending.push_back(f),
+                Some(Outgoing::BadInput(frame)) => {
+                    closing = Some(frame);
+                    input_open = false;
+                }
+                None => input_open = false,
+            },
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                if let Some(mut frame) = done {
+                    if send.write_all_chunks(&mut frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mut frame) = closing {
+        let _ = send.write_all_chunks(&mut frame).await;
+    }
+    let _ = send.finish();
+}
+
+/// Turns one request into its pending response. Produce appends happen here, before the
+/// next frame of the stream is read, so a stream's batches are stored in order.
+async fn dispatch(
+    service: &Service<ExternalHandle>,
+    request_id: u64,
+    request: Request,
+) -> Outgoing {
+    let respond = move |r: Response| Some(r.encode(request_id));
+    match request {
+        Request::Produce(p) => {
+            let started = service.append_start(p.topic, p.partition, p.records).await;
+            let acks = p.acks;
+            Outgoing::Response(
+                async move {
+                    let result = match started {
+                        Ok(ticket) if acks == Acks::None => {
+                            drop(ticket);
+                            return None;
+                        }
+                        Ok(ticket) => ticket.committed().await.map_err(Into::into),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(o) => respond(Response::Produce(quiver_protocol::ProduceResponse {
+                            base_offset: o.base_offset.0,
+                            last_offset: o.last_offset.0,
+                            log_start_offset: o.log_start_offset.0,
+                            duplicate: o.duplicate,
+                        })),
+                        Err(e) if acks == Acks::None => {
+                            tracing::debug!(error = %e, "acks=0 produce failed");
+                            None
+                        }
+                        Err(e) => respond(handlers::error_response(&e)),
+                    }
+                }
+                .boxed(),
+            )
+        }
+        Request::Subscribe(_) => Outgoing::Response(
+            async move {
+                respond(Response::error(
+                    ErrorCode::INVALID_REQUEST,
+                    "SUBSCRIBE must be the first frame of its own stream",
+                ))
+            }
+            .boxed(),
+        ),
+        other => {
+            let service = service.clone();
+            Outgoing::Response(
+                async move { respond(handlers::handle(&service, other).await) }.boxed(),
+            )
+        }
+    }
+}
+
+/// Reads for a subscription: one partition, long polling.
+pub(super) fn subscription_read(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+) -> ReadRequest {
+    ReadRequest {
+        partitions: vec![ReadPartition {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes,
+        }],
+        min_bytes: 1,
+        max_wait: Duration::from_millis(SUBSCRIBE_POLL_MS),
+    }
+}
+
+/// A RECORDS push.
+pub(super) fn records_frame(
+    request_id: u64,
+    topic: &str,
+    partition: i32,
+    data: crate::service::PartitionData,
+) -> Vec<Bytes> {
+    Response::Records(PartitionRecords {
+        topic: topic.to_string(),
+        partition,
+        error: ErrorCode::NONE,
+        high_watermark: data.high_watermark,
+        log_start_offset: data.log_start_offset,
+        records: data.chunks,
+    })
+    .encode(request_id)
+}

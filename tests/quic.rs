@@ -1,0 +1,634 @@
+//! Whole-broker scenarios over QUIC (`quiver/1`) with TLS verification on: a real
+//! `quiver serve` process on free ports with a data dir under ./target (O_DIRECT needs a
+//! real filesystem such as ext4, so never /tmp), driven by the `quiver-client` library.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quiver_client::records::partition_for_key;
+use quiver_client::{
+    Acks, Client, ClientConfig, ConsumerConfig, ErrorCode, ProducerConfig, ProducerRecord,
+    StartOffset,
+};
+
+struct Broker {
+    child: Child,
+    data_dir: PathBuf,
+    quic_addr: String,
+    log: PathBuf,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    fn start(name: &str) -> Broker {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-itests");
+        std::fs::create_dir_all(&base).unwrap();
+        let data_dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let quic_addr = format!("127.0.0.1:{}", free_udp_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args(["serve", "--cores", "2", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--kafka-listen", &format!("127.0.0.1:{}", free_tcp_port())])
+            .args(["--quic-listen", &quic_addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start quiver serve");
+        Broker {
+            child,
+            data_dir,
+            quic_addr,
+            log,
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
+    }
+
+    fn config(&self) -> ClientConfig {
+        ClientConfig::new(self.quic_addr.clone())
+            .ca_file(self.ca_file())
+            .request_timeout(Duration::from_secs(20))
+    }
+
+    /// Connects with certificate verification, retrying while the broker starts.
+    async fn client(&mut self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "broker exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if self.ca_file().exists() {
+                match Client::connect(self.config().request_timeout(Duration::from_secs(2))).await {
+                    Ok(_) => return Client::connect(self.config()).await.unwrap(),
+                    Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.data_dir);
+                let _ = std::fs::remove_file(&self.log);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_create_list_describe_delete() {
+    let mut broker = Broker::start("admin");
+    let client = broker.client().await;
+    let info = client
+        .create_topic("orders", 3, &[("retention.ms", "60000")])
+        .await
+        .unwrap();
+    assert_eq!(info.partitions, 3);
+    assert!(!info.internal);
+    let names: Vec<String> = client
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"orders".to_string()), "{names:?}");
+    assert!(names.contains(&"__consumer_offsets".to_string()));
+    let d = client.describe_topic("orders").await.unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    assert!(d.partitions.iter().all(|p| p.high_watermark == 0));
+    assert!(d
+        .configs
+        .iter()
+        .any(|(k, v)| k == "retention.ms" && v == "60000"));
+
+    let again = client.create_topic("orders", 3, &[]).await.unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::TOPIC_ALREADY_EXISTS));
+    let bad = client.create_topic("bad name!", 1, &[]).await.unwrap_err();
+    assert_eq!(bad.code(), Some(ErrorCode::INVALID_TOPIC_EXCEPTION));
+    let internal = client.delete_topic("__consumer_offsets").await.unwrap_err();
+    assert_eq!(internal.code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+
+    client.delete_topic("orders").await.unwrap();
+    let gone = client.describe_topic("orders").await.unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+    assert!(!client
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == "orders"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_consume_round_trip() {
+    let mut broker = Broker::start("roundtrip");
+    let client = broker.client().await;
+    client.create_topic("events", 4, &[]).await.unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            linger: Duration::from_millis(2),
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+    assert!(producer.identity().0 >= 0, "idempotent producers get an id");
+    let count = 2_000;
+    let mut deliveries = Vec::new();
+    for i in 0..count {
+        let key = format!("key-{}", i % 37);
+        let record = ProducerRecord::new("events", format!("value-{i}"))
+            .key(key)
+            .header("n", i.to_string());
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    let mut per_partition = [0i64; 4];
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let m = d.await.unwrap();
+        let key = format!("key-{}", i % 37);
+        assert_eq!(m.partition, partition_for_key(key.as_bytes(), 4));
+        per_partition[m.partition as usize] += 1;
+        assert!(m.offset >= 0);
+    }
+    for p in 0..4 {
+        let end = client
+            .list_offset("events", p, StartOffset::Latest)
+            .await
+            .unwrap();
+        assert_eq!(end, Some(per_partition[p as usize]));
+    }
+
+    // Read it all back with a consumer over every partition.
+    let mut consumer = client.consumer(ConsumerConfig {
+        group: None,
+        start: StartOffset::Earliest,
+    });
+    let partitions: Vec<(String, i32)> = (0..4).map(|p| ("events".to_string(), p)).collect();
+    consumer.assign(&partitions).await.unwrap();
+    let mut seen = vec![Vec::new(); 4];
+    let mut total = 0;
+    while total < count {
+        let records = tokio::time::timeout(Duration::from_secs(20), consumer.poll())
+            .await
+            .expect("records arrive")
+            .unwrap();
+        for r in records {
+            assert_eq!(
+                r.offset,
+                seen[r.partition as usize].len() as i64,
+                "dense offsets"
+            );
+            let i: usize = std::str::from_utf8(&r.headers[0].1.clone().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(r.value.as_deref(), Some(format!("value-{i}").as_bytes()));
+            seen[r.partition as usize].push(i);
+            total += 1;
+        }
+    }
+    for s in &seen {
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "per-partition send order"
+        );
+    }
+
+    // A long-polling fetch returns as soon as data arrives.
+    let fetch = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .fetch(
+                    vec![quiver_protocol::FetchPartition {
+                        topic: "events".into(),
+                        partition: 0,
+                        offset: per_partition[0],
+                        max_bytes: 1 << 20,
+                    }],
+                    1,
+                    1 << 20,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            (started.elapsed(), r)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    producer
+        .send_and_wait(ProducerRecord::new("events", "late").partition(0))
+        .await
+        .unwrap();
+    let (waited, response) = fetch.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "woke on new data: {waited:?}"
+    );
+    let p = &response.partitions[0];
+    assert!(p.error.is_none());
+    let records =
+        quiver_client::records::decode_records("events", 0, &p.records, per_partition[0]).unwrap();
+    assert_eq!(records[0].value.as_deref(), Some(&b"late"[..]));
+
+    // Unknown partitions are typed errors.
+    let err = producer
+        .send_and_wait(ProducerRecord::new("events", "x").partition(9))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+    let err = client
+        .list_offset("nope", 0, StartOffset::Earliest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_and_one_and_batching() {
+    let mut broker = Broker::start("acks");
+    let client = broker.client().await;
+    client.create_topic("a", 1, &[]).await.unwrap();
+    for acks in [Acks::None, Acks::Leader] {
+        let producer = client
+            .producer(ProducerConfig {
+                acks,
+                idempotent: false,
+                batch_bytes: 4096,
+                ..ProducerConfig::default()
+            })
+            .await
+            .unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..500 {
+            deliveries.push(
+                producer
+                    .send(
+                        ProducerRecord::new("a", vec![b'x'; 100])
+                            .partition(0)
+                            .key(i.to_string()),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        for d in deliveries {
+            let m = d.await.unwrap();
+            assert_eq!(m.offset >= 0, acks != Acks::None);
+        }
+        producer.flush().await.unwrap();
+    }
+    // acks=0 is fire-and-forget: wait for the records to land.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let end = client
+            .list_offset("a", 0, StartOffset::Latest)
+            .await
+            .unwrap()
+            .unwrap();
+        if end == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {end} of 1000 records");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bad = client
+        .producer(ProducerConfig {
+            acks: Acks::Leader,
+            idempotent: true,
+            ..ProducerConfig::default()
+        })
+        .await;
+    assert!(bad.is_err(), "idempotence needs acks=all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_stream_delivers_new_data_within_milliseconds() {
+    let mut broker = Broker::start("subscribe");
+    let client = broker.client().await;
+    client.create_topic("live", 1, &[]).await.unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe("live", 0, StartOffset::Latest)
+        .await
+        .unwrap();
+    // Let the subscription reach its long poll.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let sent = Instant::now();
+        let m = producer
+            .send_and_wait(ProducerRecord::new("live", format!("m{i}")))
+            .await
+            .unwrap();
+        let records = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("pushed")
+            .unwrap()
+            .unwrap();
+        latencies.push(sent.elapsed());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].offset, m.offset);
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(format!("m{i}").as_bytes())
+        );
+    }
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        *latencies.last().unwrap(),
+    );
+    eprintln!("produce(acks=all)->push latency over QUIC: p50 {p50:?} p99 {p99:?} max {max:?}");
+    // Produce includes an fdatasync; the push itself must be prompt.
+    assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
+    assert!(max < Duration::from_millis(1000), "max {max:?}");
+
+    // A subscription from the beginning replays history, then keeps going.
+    let mut replay = client
+        .subscribe("live", 0, StartOffset::Earliest)
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 50 {
+        got += replay.next().await.unwrap().unwrap().len();
+    }
+    assert_eq!(got, 50);
+    let err = client
+        .subscribe("missing", 0, StartOffset::Earliest)
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_on_one_partition_does_not_stall_another() {
+    let mut broker = Broker::start("slow");
+    let client = broker.client().await;
+    client.create_topic("two", 2, &[]).await.unwrap();
+    let producer = client.producer(ProducerConfig::default()).await.unwrap();
+    // The slow subscriber: subscribes to partition 0 and does not read.
+    let mut slow = client
+        .subscribe("two", 0, StartOffset::Earliest)
+        .await
+        .unwrap();
+    // Far more than its stream window (16 MiB) plus the client's buffer: the broker's
+    // writes to this stream block on QUIC flow control.
+    let value = Bytes::from(vec![7u8; 64 * 1024]);
+    let backlog = 1024; // 64 MiB
+    let mut deliveries = Vec::new();
+    for _ in 0..backlog {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("two", value.clone()).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    // The other partition on the same connection flows promptly.
+    let mut fast = client
+        .subscribe("two", 1, StartOffset::Latest)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let sent = Instant::now();
+        producer
+            .send_and_wait(ProducerRecord::new("two", format!("fast-{i}")).partition(1))
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), fast.next())
+            .await
+            .expect("partition 1 is not stalled by partition 0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r[0].value.as_deref(), Some(format!("fast-{i}").as_bytes()));
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "partition 1 latency with partition 0 backlogged: p50 {:?} max {:?}",
+        percentile(&latencies, 0.5),
+        latencies.last().unwrap()
+    );
+    assert!(percentile(&latencies, 0.5) < Duration::from_millis(100));
+    // The slow subscriber still gets everything, in order, when it catches up.
+    let mut next = 0i64;
+    while next < backlog {
+        let records = tokio::time::timeout(Duration::from_secs(20), slow.next())
+            .await
+            .expect("slow subscriber resumes")
+            .unwrap()
+            .unwrap();
+        for r in records {
+            assert_eq!(r.offset, next);
+            next += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_commit_fetch_and_resume() {
+    let mut broker = Broker::start("groups");
+    let client = broker.client().await;
+    client.create_topic("g", 2, &[]).await.unwrap();
+    let producer = client.producer(ProducerConfig::default()).await.unwrap();
+    for i in 0..10 {
+        producer
+            .send_and_wait(ProducerRecord::new("g", format!("r{i}")).partition(0))
+            .await
+            .unwrap();
+    }
+    let none = client
+        .fetch_offsets("readers", &[("g".to_string(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(none[0].offset, -1);
+
+    let mut consumer = client.consumer(ConsumerConfig {
+        group: Some("readers".into()),
+        start: StartOffset::Earliest,
+    });
+    consumer.assign(&[("g".to_string(), 0)]).await.unwrap();
+    let mut read = 0;
+    while read < 4 {
+        read += consumer.poll().await.unwrap().len();
+    }
+    let position = consumer.position("g", 0).unwrap();
+    consumer.commit().await.unwrap();
+    drop(consumer);
+    let committed = client
+        .fetch_offsets("readers", &[("g".to_string(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(committed[0].offset, position);
+
+    // A new consumer in the group resumes at the committed offset.
+    producer
+        .send_and_wait(ProducerRecord::new("g", "after-commit").partition(0))
+        .await
+        .unwrap();
+    let mut again = client.consumer(ConsumerConfig {
+        group: Some("readers".into()),
+        start: StartOffset::Earliest,
+    });
+    again.assign(&[("g".to_string(), 0)]).await.unwrap();
+    let first = again.poll().await.unwrap();
+    assert_eq!(first[0].offset, position);
+
+    client
+        .commit_offsets("readers", &[("g".to_string(), 1, 0)])
+        .await
+        .unwrap();
+    let all = client.fetch_offsets("readers", &[]).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_stream_resets_that_stream_only() {
+    let mut broker = Broker::start("garbage");
+    let client = broker.client().await;
+    client.create_topic("ok", 1, &[]).await.unwrap();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0u8; 24][..],
+        &[0xff; 100][..],
+    ] {
+        let (mut send, mut recv) = client.open_raw_stream().await.unwrap();
+        send.write_all(garbage).await.unwrap();
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The broker answers with an ERROR frame and finishes the stream.
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            recv.read_chunk(1 << 16, true),
+        )
+        .await
+        .expect("broker answers")
+        {
+            answer.extend_from_slice(&chunk.bytes);
+        }
+        let mut buf = Bytes::from(answer);
+        let frame = quiver_protocol::split_frame(&mut buf, 1 << 20)
+            .unwrap()
+            .expect("an ERROR frame");
+        match quiver_protocol::Response::decode(&frame.header, frame.body).unwrap() {
+            quiver_protocol::Response::Error(e) => {
+                assert_eq!(e.code, ErrorCode::INVALID_REQUEST, "{}", e.message)
+            }
+            other => panic!("expected an ERROR frame, got {other:?}"),
+        }
+    }
+    // An oversized frame is refused by its header, before the body is read.
+    let (mut send, mut recv) = client.open_raw_stream().await.unwrap();
+    let header =
+        quiver_protocol::FrameHeader::new(quiver_protocol::FrameType::Produce, 77, 1 << 30);
+    send.write_all(&header.to_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
+        answer.extend_from_slice(&chunk.bytes);
+    }
+    let mut buf = Bytes::from(answer);
+    let frame = quiver_protocol::split_frame(&mut buf, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.header.request_id(), 77);
+    match quiver_protocol::Response::decode(&frame.header, frame.body).unwrap() {
+        quiver_protocol::Response::Error(e) => assert_eq!(e.code, ErrorCode::MESSAGE_TOO_LARGE),
+        other => panic!("{other:?}"),
+    }
+    // The connection and the broker are fine.
+    let topics = client.list_topics().await.unwrap();
+    assert!(topics.iter().any(|t| t.name == "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verification_is_on() {
+    let mut broker = Broker::start("tls");
+    let _ = broker.client().await;
+    // No CA file and no explicit insecure: refused before any packet is sent.
+    let err = Client::connect(ClientConfig::new(broker.quic_addr.clone()))
+        .await
+        .err()
+        .expect("a CA file or insecure is required");
+    assert!(matches!(err, quiver_client::Error::Tls(_)), "{err}");
+    // A CA that did not sign the broker's certificate: the handshake fails.
+    let other = tempfile::Builder::new()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let (wrong_ca, _) = quiver_net::quic::tls::ensure_dev_cert(other.path()).unwrap();
+    let err = Client::connect(
+        ClientConfig::new(broker.quic_addr.clone())
+            .ca_file(wrong_ca)
+            .request_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .err()
+    .expect("an unknown issuer is refused");
+    assert!(matches!(err, quiver_client::Error::Connect { .. }), "{err}");
+    // Explicitly insecure works.
+    let insecure = Client::connect(ClientConfig::new(broker.quic_addr.clone()).insecure())
+        .await
+        .unwrap();
+    insecure.list_topics().await.unwrap();
+}

@@ -1,6 +1,8 @@
 //! `quiver`: the broker binary. Wires the engine, the thread-per-core runtime and the
 //! Kafka listener together.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +36,43 @@ enum Command {
     ///   quiver serve --quic-listen 0.0.0.0:9093 --tls-cert cert.pem --tls-key key.pem
     ///   quiver serve --no-quic            # Kafka protocol only
     Serve(ServeArgs),
+    /// Create, list, describe and delete topics.
+    ///
+    /// Examples:
+    ///   quiver topic create orders --partitions 3
+    ///   quiver topic list
+    ///   quiver topic describe orders
+    ///   quiver topic delete orders
+    Topic {
+        #[command(flatten)]
+        connect: cli::ConnectArgs,
+        #[command(subcommand)]
+        command: cli::TopicCommand,
+    },
+    /// Produce one record per line of stdin (like kafka-console-producer).
+    Produce {
+        #[command(flatten)]
+        connect: cli::ConnectArgs,
+        #[command(flatten)]
+        args: cli::ProduceArgs,
+    },
+    /// Print records of a topic (like kafka-console-consumer).
+    Consume {
+        #[command(flatten)]
+        connect: cli::ConnectArgs,
+        #[command(flatten)]
+        args: cli::ConsumeArgs,
+    },
+    /// Inspect consumer groups: committed offsets and lag.
+    ///
+    /// Examples:
+    ///   quiver group describe billing
+    Group {
+        #[command(flatten)]
+        connect: cli::ConnectArgs,
+        #[command(subcommand)]
+        command: cli::GroupCommand,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -102,15 +141,41 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // The broker logs its progress; client commands speak only when something is wrong.
+    let default_filter = match command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args),
-    }
+    let exit_code = match command {
+        Command::Serve(args) => return serve(args),
+        Command::Topic { connect, command } => cli::run(async move {
+            command.validate()?;
+            command.run(&connect.connect().await?).await
+        }),
+        Command::Produce { connect, args } => cli::run(async move {
+            args.validate()?;
+            args.run(&connect.connect().await?).await
+        }),
+        Command::Consume { connect, args } => cli::run(async move {
+            args.validate()?;
+            args.run(&connect.connect().await?).await
+        }),
+        Command::Group { connect, command } => cli::run(async move {
+            if let Some(result) = command.offline() {
+                return result;
+            }
+            command.run(&connect.connect().await?).await
+        }),
+    };
+    std::process::exit(exit_code);
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

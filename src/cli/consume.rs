@@ -142,7 +142,9 @@ impl ConsumeArgs {
                 partition_count - 1
             ),
             Some(p) => vec![(self.topic.clone(), p)],
-            None => (0..partition_count).map(|p| (self.topic.clone(), p)).collect(),
+            None => (0..partition_count)
+                .map(|p| (self.topic.clone(), p))
+                .collect(),
         };
         let mut consumer = client.consumer(ConsumerConfig {
             group: self.group.clone(),

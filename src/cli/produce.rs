@@ -214,7 +214,8 @@ impl ProduceArgs {
             sent += 1;
             let now = Instant::now();
             if show_progress && now.duration_since(last_report) >= PROGRESS_INTERVAL {
-                let rate = (sent - last_count) as f64 / now.duration_since(last_report).as_secs_f64();
+                let rate =
+                    (sent - last_count) as f64 / now.duration_since(last_report).as_secs_f64();
                 eprintln!("produced {sent} records ({rate:.0} records/s)");
                 last_report = now;
                 last_count = sent;
@@ -223,9 +224,7 @@ impl ProduceArgs {
         }
         drop(delivery_tx);
         producer.flush().await.context("flushing the producer")?;
-        let acknowledged = acknowledged
-            .await
-            .context("the delivery task failed")??;
+        let acknowledged = acknowledged.await.context("the delivery task failed")??;
         if reported {
             let elapsed = started.elapsed().as_secs_f64();
             eprintln!(

@@ -152,6 +152,12 @@ def test_acknowledged_messages_survive_sigkill_and_restart(broker_factory):
     )
 
     records = confluent_read_all(crash_broker.bootstrap, topic, range(PARTITION_COUNT), timeout_s=90)
+    # Shown with the failure report (or with -s): what the scenario really did.
+    print(
+        f"crash scenario: killed after {len(acknowledged_before_kill)} acks, at produce call "
+        f"{killed_at_sequence}; {len(acknowledged)} of {message_count} acknowledged in the end, "
+        f"{len(acknowledgements.errors)} failed; {len(records)} records read back"
+    )
     assert_offsets_dense(records, topic)
     log = {
         partition: [decode_sequence(r.value) for r in partition_records]

@@ -186,11 +186,19 @@ def kafka_python_round_trip(bootstrap: str, message_count: int = 10, timeout_s: 
     reads them back; fails unless exactly those come back in order.
 
     This is the "the broker still works" check after each bad-input test, so it
-    uses a fresh client, a fresh connection and a fresh (auto-created) topic.
+    uses fresh clients, fresh connections and a fresh topic (created with
+    CreateTopics, so the check does not hinge on auto-creation).
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
     topic = f"health-{uuid.uuid4().hex[:12]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        admin.create_topics(
+            {topic: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True
+        )
+    finally:
+        admin.close()
     expected = [(f"k{i}".encode(), f"health {i}".encode()) for i in range(message_count)]
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10000)
     try:

@@ -60,7 +60,7 @@ def test_kcat_lists_broker_and_topics(broker, topic):
     )
 
     metadata = json.loads(kcat(broker.bootstrap, "-L", "-J", "-t", topic))
-    assert [b["id"] for b in metadata["brokers"]] == [broker_id]
+    assert metadata["brokers"] == [{"id": broker_id, "name": broker.bootstrap}]
     [topic_metadata] = metadata["topics"]
     assert topic_metadata["topic"] == topic
     assert "error" not in topic_metadata, topic_metadata

@@ -16,7 +16,12 @@ import uuid
 
 import pytest
 
-from kafka_helpers import assert_offsets_dense, by_partition, confluent_read_all, wait_for
+from kafka_helpers import (
+    assert_offsets_dense,
+    by_partition,
+    confluent_create_topic,
+    confluent_read_all,
+)
 
 PARTITION_COUNT = 3
 MAX_OUTSTANDING_MESSAGES = 1000
@@ -97,29 +102,17 @@ def wait_for_outstanding_below(producer, limit: int, timeout_s: float = 30) -> N
         producer.poll(0.01)
 
 
-def wait_for_topic_partitions(producer, topic: str) -> None:
-    def ready():
-        metadata = producer.list_topics(topic, timeout=5).topics[topic]
-        return (
-            metadata.error is None
-            and len(metadata.partitions) == PARTITION_COUNT
-            and all(p.leader >= 0 for p in metadata.partitions.values())
-        )
-
-    wait_for(ready, 30, f"auto-created {topic} with {PARTITION_COUNT} partitions")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_acknowledged_messages_survive_sigkill_and_restart(broker_factory):
     message_count = 12000
     kill_after_acknowledged = 3000
     produced_while_down = 1000
-    crash_broker = broker_factory(extra_args=["--default-partitions", str(PARTITION_COUNT)])
+    crash_broker = broker_factory()
     topic = f"crash-{uuid.uuid4().hex[:12]}"
+    confluent_create_topic(crash_broker.bootstrap, topic, PARTITION_COUNT)
 
     producer = make_producer(crash_broker.bootstrap)
-    wait_for_topic_partitions(producer, topic)
     acknowledgements = AcknowledgementLog()
 
     acknowledged_before_kill: dict[int, tuple[int, int]] = {}
@@ -159,6 +152,12 @@ def test_acknowledged_messages_survive_sigkill_and_restart(broker_factory):
     )
 
     records = confluent_read_all(crash_broker.bootstrap, topic, range(PARTITION_COUNT), timeout_s=90)
+    # Shown with the failure report (or with -s): what the scenario really did.
+    print(
+        f"crash scenario: killed after {len(acknowledged_before_kill)} acks, at produce call "
+        f"{killed_at_sequence}; {len(acknowledged)} of {message_count} acknowledged in the end, "
+        f"{len(acknowledgements.errors)} failed; {len(records)} records read back"
+    )
     assert_offsets_dense(records, topic)
     log = {
         partition: [decode_sequence(r.value) for r in partition_records]
@@ -206,6 +205,7 @@ def test_sigterm_stops_broker_and_restart_keeps_data(broker_factory):
     message_count = 500
     own_broker = broker_factory()
     topic = f"restart-{uuid.uuid4().hex[:12]}"
+    confluent_create_topic(own_broker.bootstrap, topic, 1)
 
     producer = make_producer(own_broker.bootstrap)
     acknowledgements = AcknowledgementLog()

@@ -38,6 +38,10 @@ fn free_udp_port() -> u16 {
 
 impl Broker {
     fn start(name: &str) -> Broker {
+        Broker::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, extra: &[&std::ffi::OsStr]) -> Broker {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-itests");
         std::fs::create_dir_all(&base).unwrap();
         let data_dir = base.join(format!("{name}-{}", std::process::id()));
@@ -50,6 +54,7 @@ impl Broker {
             .arg(&data_dir)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", free_tcp_port())])
             .args(["--quic-listen", &quic_addr])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -84,9 +89,7 @@ impl Broker {
                 );
             }
             if self.ca_file().exists() {
-                match Client::connect(self.config().request_timeout(Duration::from_secs(2)))
-                    .await
-                {
+                match Client::connect(self.config().request_timeout(Duration::from_secs(2))).await {
                     Ok(_) => return Client::connect(self.config()).await.unwrap(),
                     Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
                     Err(_) => {}
@@ -219,7 +222,11 @@ async fn produce_consume_round_trip() {
             .expect("records arrive")
             .unwrap();
         for r in records {
-            assert_eq!(r.offset, seen[r.partition as usize].len() as i64, "dense offsets");
+            assert_eq!(
+                r.offset,
+                seen[r.partition as usize].len() as i64,
+                "dense offsets"
+            );
             let i: usize = std::str::from_utf8(&r.headers[0].1.clone().unwrap())
                 .unwrap()
                 .parse()
@@ -230,7 +237,10 @@ async fn produce_consume_round_trip() {
         }
     }
     for s in &seen {
-        assert!(s.windows(2).all(|w| w[0] < w[1]), "per-partition send order");
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "per-partition send order"
+        );
     }
 
     // A long-polling fetch returns as soon as data arrives.
@@ -261,11 +271,14 @@ async fn produce_consume_round_trip() {
         .await
         .unwrap();
     let (waited, response) = fetch.await.unwrap();
-    assert!(waited < Duration::from_secs(5), "woke on new data: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "woke on new data: {waited:?}"
+    );
     let p = &response.partitions[0];
     assert!(p.error.is_none());
-    let records = quiver_client::records::decode_records("events", 0, &p.records, per_partition[0])
-        .unwrap();
+    let records =
+        quiver_client::records::decode_records("events", 0, &p.records, per_partition[0]).unwrap();
     assert_eq!(records[0].value.as_deref(), Some(&b"late"[..]));
 
     // Unknown partitions are typed errors.
@@ -300,7 +313,11 @@ async fn acks_zero_and_one_and_batching() {
         for i in 0..500 {
             deliveries.push(
                 producer
-                    .send(ProducerRecord::new("a", vec![b'x'; 100]).partition(0).key(i.to_string()))
+                    .send(
+                        ProducerRecord::new("a", vec![b'x'; 100])
+                            .partition(0)
+                            .key(i.to_string()),
+                    )
                     .await
                     .unwrap(),
             );
@@ -368,7 +385,10 @@ async fn subscribe_stream_delivers_new_data_within_milliseconds() {
         latencies.push(sent.elapsed());
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].offset, m.offset);
-        assert_eq!(records[0].value.as_deref(), Some(format!("m{i}").as_bytes()));
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(format!("m{i}").as_bytes())
+        );
     }
     latencies.sort();
     let (p50, p99, max) = (
@@ -409,7 +429,10 @@ async fn slow_consumer_on_one_partition_does_not_stall_another() {
     client.create_topic("two", 2, &[]).await.unwrap();
     let producer = client.producer(ProducerConfig::default()).await.unwrap();
     // The slow subscriber: subscribes to partition 0 and does not read.
-    let mut slow = client.subscribe("two", 0, StartOffset::Earliest).await.unwrap();
+    let mut slow = client
+        .subscribe("two", 0, StartOffset::Earliest)
+        .await
+        .unwrap();
     // Far more than its stream window (16 MiB) plus the client's buffer: the broker's
     // writes to this stream block on QUIC flow control.
     let value = Bytes::from(vec![7u8; 64 * 1024]);
@@ -426,8 +449,15 @@ async fn slow_consumer_on_one_partition_does_not_stall_another() {
     for d in deliveries {
         d.await.unwrap();
     }
+    eprintln!(
+        "path after bulk transfer: {}",
+        client.path_stats().await.unwrap_or_default()
+    );
     // The other partition on the same connection flows promptly.
-    let mut fast = client.subscribe("two", 1, StartOffset::Latest).await.unwrap();
+    let mut fast = client
+        .subscribe("two", 1, StartOffset::Latest)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut latencies = Vec::new();
     for i in 0..20 {
@@ -538,9 +568,12 @@ async fn garbage_on_a_stream_resets_that_stream_only() {
         let mut answer = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         // The broker answers with an ERROR frame and finishes the stream.
-        while let Ok(Some(chunk)) = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), recv.read_chunk(1 << 16, true))
-            .await
-            .expect("broker answers")
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            recv.read_chunk(1 << 16, true),
+        )
+        .await
+        .expect("broker answers")
         {
             answer.extend_from_slice(&chunk.bytes);
         }
@@ -557,14 +590,17 @@ async fn garbage_on_a_stream_resets_that_stream_only() {
     }
     // An oversized frame is refused by its header, before the body is read.
     let (mut send, mut recv) = client.open_raw_stream().await.unwrap();
-    let header = quiver_protocol::FrameHeader::new(quiver_protocol::FrameType::Produce, 77, 1 << 30);
+    let header =
+        quiver_protocol::FrameHeader::new(quiver_protocol::FrameType::Produce, 77, 1 << 30);
     send.write_all(&header.to_bytes()).await.unwrap();
     let mut answer = Vec::new();
     while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
         answer.extend_from_slice(&chunk.bytes);
     }
     let mut buf = Bytes::from(answer);
-    let frame = quiver_protocol::split_frame(&mut buf, 1 << 20).unwrap().unwrap();
+    let frame = quiver_protocol::split_frame(&mut buf, 1 << 20)
+        .unwrap()
+        .unwrap();
     assert_eq!(frame.header.request_id(), 77);
     match quiver_protocol::Response::decode(&frame.header, frame.body).unwrap() {
         quiver_protocol::Response::Error(e) => assert_eq!(e.code, ErrorCode::MESSAGE_TOO_LARGE),
@@ -604,4 +640,52 @@ async fn tls_verification_is_on() {
         .await
         .unwrap();
     insecure.list_topics().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_requires_a_client_certificate() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-itests");
+    std::fs::create_dir_all(&base).unwrap();
+    let pki = tempfile::Builder::new().tempdir_in(&base).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["service-a".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = params.signed_by(&client_key, &ca).unwrap();
+    let ca_path = pki.path().join("ca.pem");
+    let cert_path = pki.path().join("client.pem");
+    let key_path = pki.path().join("client.key");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, client_cert.pem()).unwrap();
+    std::fs::write(&key_path, client_key.serialize_pem()).unwrap();
+
+    let mut broker = Broker::start_with("mtls", &["--tls-client-ca".as_ref(), ca_path.as_os_str()]);
+    // Wait until the broker writes its certificate and listens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        if broker.ca_file().exists() {
+            let config = broker.config().client_cert(&cert_path, &key_path);
+            if let Ok(c) = Client::connect(config).await {
+                if c.list_topics().await.is_ok() {
+                    break c;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "mTLS client never got in");
+        if let Ok(Some(status)) = broker.child.try_wait() {
+            panic!("broker exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    client.create_topic("secure", 1, &[]).await.unwrap();
+    // Without a client certificate the broker refuses the connection.
+    let refused = async {
+        let c = Client::connect(broker.config().request_timeout(Duration::from_secs(5))).await?;
+        c.list_topics().await
+    }
+    .await;
+    assert!(refused.is_err(), "a client without a certificate got in");
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_protocol::{
-    CommitOffsetsRequest, CommittedOffset, CreateTopicRequest, FetchOffsetsRequest,
-    FetchPartition, FetchRequest, FetchResponse, FrameType, ListOffsetsRequest, OffsetCommit,
-    OffsetQuery, Request, Response, TopicDescription, TopicInfo, TopicPartition, EARLIEST, LATEST,
+    CommitOffsetsRequest, CommittedOffset, CreateTopicRequest, FetchOffsetsRequest, FetchPartition,
+    FetchRequest, FetchResponse, FrameType, ListOffsetsRequest, OffsetCommit, OffsetQuery, Request,
+    Response, TopicDescription, TopicInfo, TopicPartition, EARLIEST, LATEST,
 };
 use tokio::sync::Mutex;
 
@@ -252,6 +252,26 @@ impl Client {
     #[doc(hidden)]
     pub async fn open_raw_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream)> {
         self.conn.open_stream().await
+    }
+
+    /// The current path MTU of the connection (diagnostics: on loopback MTU discovery
+    /// should climb far above the 1,200-byte start).
+    #[doc(hidden)]
+    pub async fn path_mtu(&self) -> Option<u16> {
+        self.conn.quic().await.ok().map(|c| {
+            tracing::debug!(stats = ?c.stats().path, "path");
+            c.stats().path.current_mtu
+        })
+    }
+
+    /// quinn's path statistics (RTT, congestion window, losses, MTU), for diagnostics.
+    #[doc(hidden)]
+    pub async fn path_stats(&self) -> Option<String> {
+        self.conn
+            .quic()
+            .await
+            .ok()
+            .map(|c| format!("{:?}", c.stats().path))
     }
 
     /// Partition count of a topic.

@@ -92,7 +92,8 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
         .send_window(SEND_WINDOW_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(5)));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
+        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
     t.mtu_discovery_config(Some(mtu));
     t
 }
@@ -132,9 +133,13 @@ impl Connection {
         let mut client_config = tls::client_config(&config)?;
         client_config.transport_config(Arc::new(transport_config()));
         let bind: SocketAddr = if remote.is_ipv6() {
-            "[::]:0".parse().map_err(|_| Error::InvalidArgument("bind".into()))?
+            "[::]:0"
+                .parse()
+                .map_err(|_| Error::InvalidArgument("bind".into()))?
         } else {
-            "0.0.0.0:0".parse().map_err(|_| Error::InvalidArgument("bind".into()))?
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| Error::InvalidArgument("bind".into()))?
         };
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
@@ -144,16 +149,17 @@ impl Connection {
             addr: config.address.clone(),
             reason: format!("binding a UDP socket: {e}"),
         })?;
-        let mut endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| Error::Connect {
-            addr: config.address.clone(),
-            reason: e.to_string(),
-        })?;
+        // Small kernel buffers drop datagrams under bulk transfer (docs/ARCHITECTURE.md);
+        // the kernel caps the request at net.core.rmem_max/wmem_max.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+        let mut endpoint =
+            quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|e| Error::Connect {
+                    addr: config.address.clone(),
+                    reason: e.to_string(),
+                })?;
         endpoint.set_default_client_config(client_config);
         let conn = Arc::new(Connection {
             config,

@@ -291,7 +291,11 @@ async fn partition_worker(
                     let _ = reply.send(Ok(RecordMetadata {
                         topic: topic.clone(),
                         partition,
-                        offset: if base_offset < 0 { -1 } else { base_offset + i as i64 },
+                        offset: if base_offset < 0 {
+                            -1
+                        } else {
+                            base_offset + i as i64
+                        },
                     }));
                 }
             }

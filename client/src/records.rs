@@ -5,8 +5,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use crate::error::{Error, Result};
@@ -47,7 +46,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition Kafka's default partitioner picks for a key:
 /// `toPositive(murmur2(key)) % partitions`, where toPositive masks the sign bit.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)) as i32
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
 /// A record to produce.
@@ -195,7 +194,8 @@ pub fn decode_records(
     let mut out = Vec::new();
     for chunk in chunks {
         let mut buf = chunk.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| Error::Records(e.to_string()))?;
+        let sets =
+            RecordBatchDecoder::decode_all(&mut buf).map_err(|e| Error::Records(e.to_string()))?;
         for set in sets {
             for r in set.records {
                 if r.offset < from_offset || r.control {
@@ -233,7 +233,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (input, expected) in cases {
@@ -262,7 +265,10 @@ mod tests {
     #[test]
     fn batches_round_trip() {
         let records = vec![
-            ProducerRecord::new("t", "v1").key("k1").header("h", "x").timestamp(5),
+            ProducerRecord::new("t", "v1")
+                .key("k1")
+                .header("h", "x")
+                .timestamp(5),
             ProducerRecord::new("t", "v2"),
         ];
         let batch = encode_batch(

@@ -23,7 +23,10 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!("{}: no PEM certificate", path.display())));
+        return Err(Error::Tls(format!(
+            "{}: no PEM certificate",
+            path.display()
+        )));
     }
     Ok(certs)
 }

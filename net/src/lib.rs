@@ -2,5 +2,5 @@
 //! the engine never touches one.
 
 pub mod kafka;
-pub mod service;
 pub mod quic;
+pub mod service;

@@ -416,7 +416,11 @@ pub mod local {
     pub const MAX_TIMESTAMP: i64 = -3;
 
     /// Appends to a partition this shard owns.
-    pub async fn append(topic: &str, partition: i32, records: &[u8]) -> ServiceResult<AppendTicket> {
+    pub async fn append(
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> ServiceResult<AppendTicket> {
         let log = shard()
             .local_log(topic, partition)
             .ok_or_else(|| ServiceError::unknown_partition(topic, partition))?;
@@ -474,9 +478,10 @@ pub mod local {
         }
         let hops = by_owner.into_iter().map(|(owner, items)| {
             let (indexes, parts): (Vec<usize>, Vec<ReadPartition>) = items.into_iter().unzip();
-            let hop = me.ctx.run_on(owner, move || async move {
-                read_owned(&parts, watch).await
-            });
+            let hop = me.ctx.run_on(
+                owner,
+                move || async move { read_owned(&parts, watch).await },
+            );
             async move { (indexes, hop.await) }
         });
         let mut slots: Vec<Option<ReadOnce>> = (0..wanted.len()).map(|_| None).collect();
@@ -543,13 +548,25 @@ pub mod local {
     /// The exact record inside a batch: the first whose timestamp is at or after
     /// `target` (or, for max-timestamp, equal to it). Decodes compressed batches too; if
     /// decoding fails the batch's base offset is the answer (still a valid lower bound).
-    fn record_at_or_after(base: i64, max_ts: i64, batch: Bytes, target: i64, exact: bool) -> (i64, i64) {
+    fn record_at_or_after(
+        base: i64,
+        max_ts: i64,
+        batch: Bytes,
+        target: i64,
+        exact: bool,
+    ) -> (i64, i64) {
         let mut buf = batch;
         match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
             Ok(set) => set
                 .records
                 .iter()
-                .find(|r| if exact { r.timestamp == target } else { r.timestamp >= target })
+                .find(|r| {
+                    if exact {
+                        r.timestamp == target
+                    } else {
+                        r.timestamp >= target
+                    }
+                })
                 .map(|r| (r.offset, r.timestamp))
                 .unwrap_or((base, max_ts)),
             Err(e) => {
@@ -658,7 +675,10 @@ pub mod local {
 
     /// See [`Service::init_producer_id`]. Ids come from the controller shard so they are
     /// unique broker-wide.
-    pub async fn init_producer_id(producer_id: i64, producer_epoch: i16) -> ServiceResult<(i64, i16)> {
+    pub async fn init_producer_id(
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> ServiceResult<(i64, i16)> {
         if producer_id >= 0 && producer_epoch >= 0 {
             if producer_epoch >= i16::MAX - 1 {
                 return Err(ServiceError::rejected(

@@ -20,7 +20,9 @@ pub const VERSION: u8 = 1;
 const CHECKED_BYTES: usize = 20;
 
 /// The fixed frame header. All integers little-endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FrameHeader {
     /// [`MAGIC`].

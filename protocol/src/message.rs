@@ -699,12 +699,10 @@ impl Response {
                 }
                 Response::ListOffsets(ListOffsetsResponse { partitions })
             }
-            FrameType::InitProducerIdResponse => {
-                Response::InitProducerId(InitProducerIdResponse {
-                    producer_id: r.i64("producer id")?,
-                    producer_epoch: r.i16("producer epoch")?,
-                })
-            }
+            FrameType::InitProducerIdResponse => Response::InitProducerId(InitProducerIdResponse {
+                producer_id: r.i64("producer id")?,
+                producer_epoch: r.i16("producer epoch")?,
+            }),
             FrameType::CreateTopicResponse => Response::CreateTopic(get_topic_info(&mut r)?),
             FrameType::DeleteTopicResponse => Response::DeleteTopic,
             FrameType::ListTopicsResponse => {
@@ -839,12 +837,18 @@ mod tests {
         // Records arrive as one view however many chunks were sent.
         let normalise = |r: Response| match r {
             Response::Records(mut p) => {
-                p.records = vec![concat(&p.records)].into_iter().filter(|b| !b.is_empty()).collect();
+                p.records = vec![concat(&p.records)]
+                    .into_iter()
+                    .filter(|b| !b.is_empty())
+                    .collect();
                 Response::Records(p)
             }
             Response::Fetch(mut f) => {
                 for p in &mut f.partitions {
-                    p.records = vec![concat(&p.records)].into_iter().filter(|b| !b.is_empty()).collect();
+                    p.records = vec![concat(&p.records)]
+                        .into_iter()
+                        .filter(|b| !b.is_empty())
+                        .collect();
                 }
                 Response::Fetch(f)
             }
@@ -1044,7 +1048,7 @@ mod tests {
             records: Bytes::new(),
         })
         .encode(1);
-        let mut buf = concat(&chunks.drain(..).collect::<Vec<_>>()).to_vec();
+        let mut buf = concat(&std::mem::take(&mut chunks)).to_vec();
         let at = HEADER_BYTES + 2 + 1 + 4;
         buf[at] = 5;
         let mut b = Bytes::from(buf);

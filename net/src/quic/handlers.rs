@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use quinn::{RecvStream, SendStream, VarInt};
 use quiver_engine::runtime::ExternalHandle;
-use quiver_protocol::limits::{MAX_FETCH_WAIT_MS, MAX_RESPONSE_BODY_BYTES, MAX_SUBSCRIBE_PUSH_BYTES};
+use quiver_protocol::limits::{
+    MAX_FETCH_WAIT_MS, MAX_RESPONSE_BODY_BYTES, MAX_SUBSCRIBE_PUSH_BYTES,
+};
 use quiver_protocol::{
     CommittedOffset, ErrorCode, FetchResponse, InitProducerIdResponse, ListOffsetsResponse,
     PartitionOffset, PartitionRecords, PartitionResult, PartitionState, Request, Response,
@@ -124,7 +126,9 @@ pub(super) async fn handle(service: &Service<ExternalHandle>, request: Request) 
                 })
             }
             Request::CreateTopic(c) => {
-                let meta = service.create_topic(c.name, c.partitions, c.configs).await?;
+                let meta = service
+                    .create_topic(c.name, c.partitions, c.configs)
+                    .await?;
                 Response::CreateTopic(topic_info(&meta))
             }
             Request::DeleteTopic { name } => {
@@ -147,11 +151,13 @@ pub(super) async fn handle(service: &Service<ExternalHandle>, request: Request) 
                     partitions: d
                         .partitions
                         .into_iter()
-                        .map(|(partition, log_start_offset, high_watermark)| PartitionState {
-                            partition,
-                            log_start_offset,
-                            high_watermark,
-                        })
+                        .map(
+                            |(partition, log_start_offset, high_watermark)| PartitionState {
+                                partition,
+                                log_start_offset,
+                                high_watermark,
+                            },
+                        )
                         .collect(),
                 })
             }

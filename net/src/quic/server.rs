@@ -28,8 +28,7 @@ use quinn::{RecvStream, SendStream, VarInt};
 use quiver_engine::runtime::ExternalHandle;
 use quiver_protocol::limits::*;
 use quiver_protocol::{
-    Acks, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response,
-    HEADER_BYTES,
+    Acks, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response, HEADER_BYTES,
 };
 use tokio::sync::mpsc;
 
@@ -82,7 +81,8 @@ pub fn transport_config() -> quinn::TransportConfig {
         .send_window(SEND_WINDOW_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(5)));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
+        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
     t.mtu_discovery_config(Some(mtu));
     t
 }
@@ -108,6 +108,7 @@ pub fn spawn(
     // Bind here, on the caller's thread, so a bad address fails `quiver serve` at once.
     let socket = std::net::UdpSocket::bind(settings.listen)
         .map_err(|e| QuicError::io("bind", settings.listen, e))?;
+    size_socket_buffers(&socket);
     let local_addr = socket
         .local_addr()
         .map_err(|e| QuicError::io("local_addr", settings.listen, e))?;
@@ -163,6 +164,25 @@ pub fn spawn(
         cert_path,
         thread,
     })
+}
+
+/// Asks for `UDP_SOCKET_BUFFER_BYTES` of kernel buffer each way and says so when the
+/// kernel grants less (raise `net.core.rmem_max`/`wmem_max` to fix).
+fn size_socket_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    // Linux reports twice the usable size (it counts its bookkeeping).
+    let recv = s.recv_buffer_size().unwrap_or(0) / 2;
+    let send = s.send_buffer_size().unwrap_or(0) / 2;
+    if recv < UDP_SOCKET_BUFFER_BYTES || send < UDP_SOCKET_BUFFER_BYTES {
+        tracing::info!(
+            recv_bytes = recv,
+            send_bytes = send,
+            wanted = UDP_SOCKET_BUFFER_BYTES,
+            "quic UDP socket buffers capped by net.core.rmem_max/wmem_max"
+        );
+    }
 }
 
 #[derive(Default)]
@@ -304,12 +324,18 @@ fn bad_input_frame(e: &FrameError, request_id: u64) -> Vec<Bytes> {
     error_frame(request_id, e.code(), e.to_string())
 }
 
-async fn serve_stream(service: Service<ExternalHandle>, mut send: SendStream, mut recv: RecvStream) {
+async fn serve_stream(
+    service: Service<ExternalHandle>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     // The first frame decides what kind of stream this is.
     let (header, body) = match read_frame(&mut recv).await {
         ReadOutcome::Frame(h, b) => (h, b),
         ReadOutcome::End | ReadOutcome::Gone => return,
-        ReadOutcome::Bad(e) => return close_bad(&mut send, &mut recv, bad_input_frame(&e, 0)).await,
+        ReadOutcome::Bad(e) => {
+            return close_bad(&mut send, &mut recv, bad_input_frame(&e, 0)).await
+        }
     };
     let request_id = header.request_id();
     let first = match Request::decode(&header, body) {
@@ -401,13 +427,15 @@ async fn write_responses(mut send: SendStream, mut rx: mpsc::Receiver<Outgoing>)
 
 /// Turns one request into its pending response. Produce appends happen here, before the
 /// next frame of the stream is read, so a stream's batches are stored in order.
-async fn dispatch(service: &Service<ExternalHandle>, request_id: u64, request: Request) -> Outgoing {
+async fn dispatch(
+    service: &Service<ExternalHandle>,
+    request_id: u64,
+    request: Request,
+) -> Outgoing {
     let respond = move |r: Response| Some(r.encode(request_id));
     match request {
         Request::Produce(p) => {
-            let started = service
-                .append_start(p.topic, p.partition, p.records)
-                .await;
+            let started = service.append_start(p.topic, p.partition, p.records).await;
             let acks = p.acks;
             Outgoing::Response(
                 async move {
@@ -455,7 +483,12 @@ async fn dispatch(service: &Service<ExternalHandle>, request_id: u64, request: R
 }
 
 /// Reads for a subscription: one partition, long polling.
-pub(super) fn subscription_read(topic: &str, partition: i32, offset: i64, max_bytes: usize) -> ReadRequest {
+pub(super) fn subscription_read(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+) -> ReadRequest {
     ReadRequest {
         partitions: vec![ReadPartition {
             topic: topic.to_string(),
@@ -469,7 +502,12 @@ pub(super) fn subscription_read(topic: &str, partition: i32, offset: i64, max_by
 }
 
 /// A RECORDS push.
-pub(super) fn records_frame(request_id: u64, topic: &str, partition: i32, data: crate::service::PartitionData) -> Vec<Bytes> {
+pub(super) fn records_frame(
+    request_id: u64,
+    topic: &str,
+    partition: i32,
+    data: crate::service::PartitionData,
+) -> Vec<Bytes> {
     Response::Records(PartitionRecords {
         topic: topic.to_string(),
         partition,

@@ -63,7 +63,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), QuicError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| QuicError::io("create", path, e))?;
-    f.write_all(bytes).map_err(|e| QuicError::io("write", path, e))
+    f.write_all(bytes)
+        .map_err(|e| QuicError::io("write", path, e))
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, QuicError> {
@@ -118,10 +119,12 @@ pub fn server_config(
                     .add(c)
                     .map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|e| QuicError::Tls(format!("client CA {}: {e}", ca.display())))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| QuicError::Tls(format!("client CA {}: {e}", ca.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -139,7 +142,10 @@ mod tests {
 
     #[test]
     fn dev_cert_is_generated_once_and_loads() {
-        let base = std::env::current_dir().unwrap().join("target").join("test-tls");
+        let base = std::env::current_dir()
+            .unwrap()
+            .join("target")
+            .join("test-tls");
         let dir = tempfile::Builder::new().tempdir_in({
             std::fs::create_dir_all(&base).unwrap();
             &base
@@ -148,7 +154,11 @@ mod tests {
         let (c1, k1) = ensure_dev_cert(dir.path()).unwrap();
         let first = std::fs::read(&c1).unwrap();
         let (c2, _) = ensure_dev_cert(dir.path()).unwrap();
-        assert_eq!(first, std::fs::read(&c2).unwrap(), "reused, not regenerated");
+        assert_eq!(
+            first,
+            std::fs::read(&c2).unwrap(),
+            "reused, not regenerated"
+        );
         assert_eq!(load_certs(&c1).unwrap().len(), 1);
         load_key(&k1).unwrap();
         let (config, path) = server_config(&TlsSettings::default(), dir.path()).unwrap();

@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use crate::kafka::broker::shard;
 use crate::kafka::errors::UNKNOWN_TOPIC_ID;
 use crate::kafka::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS};
 use crate::service::{self, ReadPartition, ReadRequest};
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 /// A fetch response plus the record buffers it references.
 pub struct FetchReply {
@@ -39,7 +39,6 @@ struct Wanted {
     offset: i64,
     max_bytes: usize,
 }
-
 
 struct Got {
     topic_index: usize,

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::by_shard;
 use crate::kafka::broker::shard;
 
-pub use crate::service::local::{EARLIEST, LATEST, MAX_TIMESTAMP};
 use crate::service::local;
+pub use crate::service::local::{EARLIEST, LATEST, MAX_TIMESTAMP};
 
 pub async fn handle(req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let me = shard();

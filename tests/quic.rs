@@ -689,3 +689,36 @@ async fn mutual_tls_requires_a_client_certificate() {
     .await;
     assert!(refused.is_err(), "a client without a certificate got in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_peer_are_limited() {
+    use quiver_protocol::limits::MAX_CONNECTIONS_PER_PEER;
+    let mut broker = Broker::start("conn-limit");
+    let first = broker.client().await;
+    let mut open = vec![first];
+    while open.len() < MAX_CONNECTIONS_PER_PEER {
+        open.push(Client::connect(broker.config()).await.unwrap());
+    }
+    // One more from the same address is refused in the handshake...
+    let refused = Client::connect(broker.config().request_timeout(Duration::from_secs(5))).await;
+    assert!(
+        matches!(refused, Err(quiver_client::Error::Connect { .. })),
+        "connection {} got in",
+        MAX_CONNECTIONS_PER_PEER + 1
+    );
+    // ...while the open ones keep working, and a slot frees when one closes.
+    open[0].list_topics().await.unwrap();
+    let last = open.pop().unwrap();
+    last.close();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(broker.config().request_timeout(Duration::from_secs(2))).await {
+            Ok(c) => {
+                c.list_topics().await.unwrap();
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "slot never freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -22,6 +22,15 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::error::{Error, Result};
 use crate::tls;
 
+/// Where `quiver serve` listens for QUIC by default.
+pub const DEFAULT_LOCAL_ADDRESS: &str = "127.0.0.1:9093";
+
+/// The development certificate a broker generates into its data directory; it is its
+/// own CA, so clients pass it as their CA file.
+pub fn dev_ca_file(data_dir: impl AsRef<std::path::Path>) -> PathBuf {
+    data_dir.as_ref().join("tls").join("cert.pem")
+}
+
 /// How to reach and trust a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -52,6 +61,13 @@ impl ClientConfig {
             client_cert: None,
             request_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The zero-configuration local case: a broker started with `quiver serve` defaults
+    /// (QUIC on 127.0.0.1:9093) whose data directory is `data_dir` (default
+    /// `quiver-data`), trusted through the development certificate it wrote there.
+    pub fn local(data_dir: impl AsRef<std::path::Path>) -> ClientConfig {
+        ClientConfig::new(DEFAULT_LOCAL_ADDRESS).ca_file(dev_ca_file(data_dir))
     }
 
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {

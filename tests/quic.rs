@@ -722,3 +722,79 @@ async fn connections_per_peer_are_limited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Sends one PRODUCE frame on a stream of its own and returns the decoded answer.
+async fn raw_produce(client: &Client, topic: &str, batch: Bytes) -> quiver_protocol::Response {
+    let (mut send, mut recv) = client.open_raw_stream().await.unwrap();
+    let frame = quiver_protocol::Request::Produce(quiver_protocol::ProduceRequest {
+        topic: topic.to_string(),
+        partition: 0,
+        acks: Acks::All,
+        records: batch,
+    })
+    .encode(5);
+    for chunk in frame {
+        send.write_all(&chunk).await.unwrap();
+    }
+    send.finish().unwrap();
+    let mut answer = Vec::new();
+    while let Some(chunk) = recv.read_chunk(1 << 16, true).await.unwrap() {
+        answer.extend_from_slice(&chunk.bytes);
+    }
+    let mut buf = Bytes::from(answer);
+    let f = quiver_protocol::split_frame(&mut buf, 1 << 20)
+        .unwrap()
+        .unwrap();
+    quiver_protocol::Response::decode(&f.header, f.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_are_deduplicated() {
+    use quiver_client::records::{encode_batch, ProducerIdentity};
+    let mut broker = Broker::start("idempotence");
+    let client = broker.client().await;
+    client.create_topic("once", 1, &[]).await.unwrap();
+    let producer = client.producer(ProducerConfig::default()).await.unwrap();
+    let (producer_id, producer_epoch) = producer.identity();
+    let batch = |seq: i32, values: &[&str]| {
+        let records: Vec<ProducerRecord> = values
+            .iter()
+            .map(|v| ProducerRecord::new("once", v.to_string()))
+            .collect();
+        encode_batch(
+            &records,
+            ProducerIdentity {
+                producer_id,
+                producer_epoch,
+                base_sequence: seq,
+            },
+        )
+        .unwrap()
+    };
+    let first = batch(0, &["a", "b"]);
+    let stored = match raw_produce(&client, "once", first.clone()).await {
+        quiver_protocol::Response::Produce(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert!(!stored.duplicate);
+    // The same batch again (a retry after a lost answer): acknowledged, not stored twice.
+    match raw_produce(&client, "once", first).await {
+        quiver_protocol::Response::Produce(p) => {
+            assert!(p.duplicate);
+            assert_eq!(p.base_offset, stored.base_offset);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A gap in the sequence is refused with Kafka's code.
+    match raw_produce(&client, "once", batch(5, &["c"])).await {
+        quiver_protocol::Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        }
+        other => panic!("{other:?}"),
+    }
+    let end = client
+        .list_offset("once", 0, StartOffset::Latest)
+        .await
+        .unwrap();
+    assert_eq!(end, Some(2));
+}

@@ -254,6 +254,26 @@ impl Client {
         self.conn.open_stream().await
     }
 
+    /// The current path MTU of the connection (diagnostics: on loopback MTU discovery
+    /// should climb far above the 1,200-byte start).
+    #[doc(hidden)]
+    pub async fn path_mtu(&self) -> Option<u16> {
+        self.conn.quic().await.ok().map(|c| {
+            tracing::debug!(stats = ?c.stats().path, "path");
+            c.stats().path.current_mtu
+        })
+    }
+
+    /// quinn's path statistics (RTT, congestion window, losses, MTU), for diagnostics.
+    #[doc(hidden)]
+    pub async fn path_stats(&self) -> Option<String> {
+        self.conn
+            .quic()
+            .await
+            .ok()
+            .map(|c| format!("{:?}", c.stats().path))
+    }
+
     /// Partition count of a topic.
     pub async fn partition_count(&self, topic: &str) -> Result<i32> {
         Ok(self.describe_topic(topic).await?.info.partitions)

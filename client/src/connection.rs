@@ -22,6 +22,15 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::error::{Error, Result};
 use crate::tls;
 
+/// Where `quiver serve` listens for QUIC by default.
+pub const DEFAULT_LOCAL_ADDRESS: &str = "127.0.0.1:9093";
+
+/// The development certificate a broker generates into its data directory; it is its
+/// own CA, so clients pass it as their CA file.
+pub fn dev_ca_file(data_dir: impl AsRef<std::path::Path>) -> PathBuf {
+    data_dir.as_ref().join("tls").join("cert.pem")
+}
+
 /// How to reach and trust a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -52,6 +61,13 @@ impl ClientConfig {
             client_cert: None,
             request_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The zero-configuration local case: a broker started with `quiver serve` defaults
+    /// (QUIC on 127.0.0.1:9093) whose data directory is `data_dir` (default
+    /// `quiver-data`), trusted through the development certificate it wrote there.
+    pub fn local(data_dir: impl AsRef<std::path::Path>) -> ClientConfig {
+        ClientConfig::new(DEFAULT_LOCAL_ADDRESS).ca_file(dev_ca_file(data_dir))
     }
 
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -92,7 +108,8 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
         .send_window(SEND_WINDOW_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(5)));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
+        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
     t.mtu_discovery_config(Some(mtu));
     t
 }
@@ -148,6 +165,11 @@ impl Connection {
             addr: config.address.clone(),
             reason: format!("binding a UDP socket: {e}"),
         })?;
+        // Small kernel buffers drop datagrams under bulk transfer (docs/ARCHITECTURE.md);
+        // the kernel caps the request at net.core.rmem_max/wmem_max.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
         let mut endpoint =
             quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
                 .map_err(|e| Error::Connect {

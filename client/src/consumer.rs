@@ -99,11 +99,10 @@ impl Client {
                 let item = match read_frame(&mut recv).await {
                     Ok(Some((header, body))) => match Response::decode(&header, body) {
                         Ok(Response::Records(p)) => {
-                            decode_records(&topic, partition, &p.records, from).map(|records| {
+                            decode_records(&topic, partition, &p.records, from).inspect(|records| {
                                 if let Some(last) = records.last() {
                                     from = last.offset + 1;
                                 }
-                                records
                             })
                         }
                         Ok(Response::Error(e)) => Err(Error::broker(e.code, e.message)),

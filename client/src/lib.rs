@@ -30,7 +30,7 @@ pub mod records;
 mod tls;
 
 pub use client::{Client, StartOffset};
-pub use connection::ClientConfig;
+pub use connection::{dev_ca_file, ClientConfig, DEFAULT_LOCAL_ADDRESS};
 pub use consumer::{Consumer, ConsumerConfig, Subscription};
 pub use error::{Error, Result};
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};

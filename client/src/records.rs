@@ -46,7 +46,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition Kafka's default partitioner picks for a key:
 /// `toPositive(murmur2(key)) % partitions`, where toPositive masks the sign bit.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)) as i32
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
 /// A record to produce.

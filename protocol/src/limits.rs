@@ -85,9 +85,22 @@ pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 256 * 1024 * 1024;
 /// Bytes a sender keeps unacknowledged per connection (quinn's `send_window`).
 pub const SEND_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Largest UDP payload an endpoint will send once path MTU discovery allows it. On
-/// loopback (MTU 65536) this cuts packets, and so per-packet crypto and syscalls, by
-/// ~40x against the 1,452-byte default; on real paths discovery stops at the path MTU.
-pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65_527;
+/// Largest UDP payload an endpoint will send once path MTU discovery allows it: what fits
+/// loopback's 65,536-byte MTU behind an IPv6 (40) and UDP (8) header. On loopback this
+/// cuts packets, and so per-packet crypto and syscalls, by ~40x against the 1,452-byte
+/// default; on real paths discovery stops at the path MTU.
+pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65_488;
+
+/// Kernel send and receive buffer asked for on every QUIC UDP socket. The default
+/// (~208 KiB) overflows under bulk transfer even on loopback: dropped datagrams look like
+/// congestion (the window collapses) and like an MTU black hole (large packets are
+/// abandoned until `MTU_BLACK_HOLE_COOLDOWN_MS` has passed). The kernel caps the request at `net.core.rmem_max` /
+/// `wmem_max`; the broker logs the size it got when that is less.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// After losses that look like an MTU black hole, packets fall back to 1,200 bytes; path
+/// MTU discovery tries again after this long (quinn's default is a minute). Overload
+/// losses on a busy host trigger the detector falsely, so retry soon.
+pub const MTU_BLACK_HOLE_COOLDOWN_MS: u64 = 5_000;
 
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES as u64 <= CONNECTION_RECEIVE_WINDOW_BYTES as u64);

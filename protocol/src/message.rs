@@ -1048,7 +1048,7 @@ mod tests {
             records: Bytes::new(),
         })
         .encode(1);
-        let mut buf = concat(&chunks.drain(..).collect::<Vec<_>>()).to_vec();
+        let mut buf = concat(&std::mem::take(&mut chunks)).to_vec();
         let at = HEADER_BYTES + 2 + 1 + 4;
         buf[at] = 5;
         let mut b = Bytes::from(buf);

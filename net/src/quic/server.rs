@@ -81,7 +81,8 @@ pub fn transport_config() -> quinn::TransportConfig {
         .send_window(SEND_WINDOW_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(5)));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES);
+    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
+        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
     t.mtu_discovery_config(Some(mtu));
     t
 }
@@ -107,6 +108,7 @@ pub fn spawn(
     // Bind here, on the caller's thread, so a bad address fails `quiver serve` at once.
     let socket = std::net::UdpSocket::bind(settings.listen)
         .map_err(|e| QuicError::io("bind", settings.listen, e))?;
+    size_socket_buffers(&socket);
     let local_addr = socket
         .local_addr()
         .map_err(|e| QuicError::io("local_addr", settings.listen, e))?;
@@ -162,6 +164,25 @@ pub fn spawn(
         cert_path,
         thread,
     })
+}
+
+/// Asks for `UDP_SOCKET_BUFFER_BYTES` of kernel buffer each way and says so when the
+/// kernel grants less (raise `net.core.rmem_max`/`wmem_max` to fix).
+fn size_socket_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    // Linux reports twice the usable size (it counts its bookkeeping).
+    let recv = s.recv_buffer_size().unwrap_or(0) / 2;
+    let send = s.send_buffer_size().unwrap_or(0) / 2;
+    if recv < UDP_SOCKET_BUFFER_BYTES || send < UDP_SOCKET_BUFFER_BYTES {
+        tracing::info!(
+            recv_bytes = recv,
+            send_bytes = send,
+            wanted = UDP_SOCKET_BUFFER_BYTES,
+            "quic UDP socket buffers capped by net.core.rmem_max/wmem_max"
+        );
+    }
 }
 
 #[derive(Default)]

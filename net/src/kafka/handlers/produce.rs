@@ -38,7 +38,7 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
         let meta = me.topic(&name);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for (pi, p) in topic.partition_data.into_iter().enumerate() {
-            let code = if !matches!(acks, 0 | 1 | -1) {
+            let code = if !matches!(acks, -1..=1) {
                 Some(E::InvalidRequiredAcks.code())
             } else if req.transactional_id.is_some() {
                 Some(E::TransactionalIdAuthorizationFailed.code())

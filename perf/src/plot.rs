@@ -10,7 +10,7 @@ const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 260.0;
 const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 200.0;
-const MARGIN_TOP: f64 = 40.0;
+const MARGIN_TOP: f64 = 64.0;
 const PANEL_GAP: f64 = 70.0;
 const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
@@ -361,7 +361,8 @@ fn format_number(value: f64) -> String {
     } else if value >= 1.0 {
         format!("{value:.1}")
     } else {
-        format!("{value:.3}")
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 

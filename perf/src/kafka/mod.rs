@@ -141,7 +141,22 @@ impl KafkaArgs {
     }
 }
 
+/// Keeps large buffers in glibc's heap instead of fresh mmaps: without this every 1 MiB
+/// request or 50 MiB fetch buffer is a new mapping whose pages fault in (and are zeroed) one by
+/// one, which cost the producer a third of its CPU in a profile against the sink.
+pub fn tune_allocator() {
+    /// glibc's largest allowed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX).
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 32 * 1024 * 1024;
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 1024 * 1024 * 1024;
+    // SAFETY: mallopt only changes allocator parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+    }
+}
+
 pub fn run(args: KafkaArgs) -> Result<()> {
+    tune_allocator();
     let mut workload = Workload::load(&args.workload)?;
     args.apply(&mut workload);
     workload.validate()?;

@@ -25,13 +25,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 
 use super::cluster::{topic_name, TopicLayout};
-use super::records::{encode_batch, filler, FastRng, PendingMessage};
+use super::records::{BatchEncoder, FastRng, PendingMessage};
 use super::stats::{record, tighten_timer_slack, Clock, WorkerStats};
 use super::wire::{decode_response, encode_request, Connection, FrameReader};
 use crate::workload::MessageSize;
@@ -189,8 +189,9 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
         open: (0..partitions).map(|_| OpenBatch::default()).collect(),
         partition_link,
         links,
-        filler: filler(spec.seed ^ 0x5eed),
-        filler_offset: 0,
+        encoder: BatchEncoder::new(spec.seed ^ 0x5eed),
+        batch_buffer: BytesMut::new(),
+        frame: BytesMut::new(),
         rng: FastRng::new(spec.seed),
         sticky_partition: spec.id as usize % partitions,
         buffered_bytes: 0,
@@ -337,8 +338,10 @@ struct Sender<'a> {
     open: Vec<OpenBatch>,
     partition_link: Vec<usize>,
     links: Vec<Link>,
-    filler: Bytes,
-    filler_offset: usize,
+    encoder: BatchEncoder,
+    /// Reused buffers: encoded batches, then the request frame.
+    batch_buffer: BytesMut,
+    frame: BytesMut,
     rng: FastRng,
     sticky_partition: usize,
     buffered_bytes: usize,
@@ -504,15 +507,15 @@ impl Sender<'_> {
                 break;
             }
             let batch = link.ready.pop_front().expect("front exists");
-            let mut encoded = BytesMut::with_capacity(batch_bytes + 64 + batch.messages.len() * 16);
-            encode_batch(
-                &mut encoded,
+            // Batches are split off one reused buffer; its allocation is reclaimed below,
+            // once the request holding the slices has been encoded and dropped.
+            self.encoder.encode(
+                &mut self.batch_buffer,
                 &batch.messages,
                 spec.compression,
-                &self.filler,
-                &mut self.filler_offset,
                 batch_timestamp_ms,
             )?;
+            let encoded = self.batch_buffer.split();
             request_bytes += batch_bytes;
             value_bytes += batch_bytes as u64;
             let accounted: usize = batch
@@ -541,8 +544,12 @@ impl Sender<'_> {
                 .with_partition_data(partition_data)]);
         let correlation_id = link.next_correlation_id;
         link.next_correlation_id = link.next_correlation_id.wrapping_add(1);
-        let mut frame = BytesMut::with_capacity(request_bytes + 256);
-        encode_request(&mut frame, correlation_id, link.version, &request)?;
+        self.frame.clear();
+        encode_request(&mut self.frame, correlation_id, link.version, &request)?;
+        drop(request);
+        self.batch_buffer.clear();
+        self.batch_buffer
+            .reserve(request_bytes + request_bytes / 8 + 4096);
         let message_count = intended_ns.len() as u64;
         let written_ns_guess = clock.now_ns();
         if spec.acks != 0 {
@@ -559,7 +566,7 @@ impl Sender<'_> {
             }
         }
         link.writer
-            .write_all(&frame)
+            .write_all(&self.frame)
             .context("producer: writing a Produce request")?;
         let written_ns = clock.now_ns();
         self.written_value_bytes += value_bytes;

@@ -74,67 +74,89 @@ pub struct PendingMessage {
     pub key: Option<u64>,
 }
 
-/// Encodes `messages` as one RecordBatch v2 into `out`. `filler` supplies value bytes after the
-/// timestamp; `filler_offset` rotates through it so values differ between batches.
-pub fn encode_batch(
-    out: &mut BytesMut,
-    messages: &[PendingMessage],
-    compression: Compression,
-    filler: &Bytes,
-    filler_offset: &mut usize,
-    batch_timestamp_ms: i64,
-) -> Result<()> {
-    let value_total: usize = messages.iter().map(|m| m.value_bytes as usize).sum();
-    let mut values = BytesMut::with_capacity(value_total + messages.len() * 8);
-    let mut records = Vec::with_capacity(messages.len());
-    for (index, message) in messages.iter().enumerate() {
-        let start = values.len();
-        values.put_u64(message.intended_ns);
-        let mut remaining = (message.value_bytes as usize).saturating_sub(SEND_TIMESTAMP_BYTES);
-        while remaining > 0 {
-            if *filler_offset >= filler.len() {
-                *filler_offset = 0;
-            }
-            let take = remaining.min(filler.len() - *filler_offset);
-            values.put_slice(&filler[*filler_offset..*filler_offset + take]);
-            *filler_offset += take;
-            remaining -= take;
+/// Encodes RecordBatches of generated messages. Holds the filler and a scratch buffer for
+/// values that is reused from batch to batch (its allocation is reclaimed once the encoder has
+/// dropped the records that pointed into it), so steady-state encoding allocates nothing large.
+pub struct BatchEncoder {
+    filler: Bytes,
+    filler_offset: usize,
+    values: BytesMut,
+}
+
+impl BatchEncoder {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            filler: filler(seed),
+            filler_offset: 0,
+            values: BytesMut::new(),
         }
-        let value_end = values.len();
-        let key_range = message.key.map(|key| {
-            values.put_u64(key);
-            (value_end, values.len())
-        });
-        records.push((index, (start, value_end), key_range));
     }
-    let values = values.freeze();
-    let records: Vec<Record> = records
-        .into_iter()
-        .map(|(index, (start, end), key_range)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: batch_timestamp_ms,
-            key: key_range.map(|(s, e)| values.slice(s..e)),
-            value: Some(values.slice(start..end)),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    RecordBatchEncoder::encode(
-        out,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )?;
-    Ok(())
+
+    /// Appends `messages` as one RecordBatch v2 to `out`.
+    pub fn encode(
+        &mut self,
+        out: &mut BytesMut,
+        messages: &[PendingMessage],
+        compression: Compression,
+        batch_timestamp_ms: i64,
+    ) -> Result<()> {
+        let value_total: usize = messages.iter().map(|m| m.value_bytes as usize + 8).sum();
+        // Reclaims the previous batch's allocation: nothing points into it any more.
+        self.values.clear();
+        self.values.reserve(value_total);
+        let values = &mut self.values;
+        let filler = &self.filler;
+        let mut ranges = Vec::with_capacity(messages.len());
+        for message in messages {
+            let start = values.len();
+            values.put_u64(message.intended_ns);
+            let mut remaining = (message.value_bytes as usize).saturating_sub(SEND_TIMESTAMP_BYTES);
+            while remaining > 0 {
+                if self.filler_offset >= filler.len() {
+                    self.filler_offset = 0;
+                }
+                let take = remaining.min(filler.len() - self.filler_offset);
+                values.put_slice(&filler[self.filler_offset..self.filler_offset + take]);
+                self.filler_offset += take;
+                remaining -= take;
+            }
+            let value_end = values.len();
+            let key_range = message.key.map(|key| {
+                values.put_u64(key);
+                (value_end, values.len())
+            });
+            ranges.push(((start, value_end), key_range));
+        }
+        let values = values.split().freeze();
+        let records: Vec<Record> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(index, ((start, end), key_range))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: index as i64,
+                sequence: -1,
+                timestamp: batch_timestamp_ms,
+                key: key_range.map(|(s, e)| values.slice(s..e)),
+                value: Some(values.slice(start..end)),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        RecordBatchEncoder::encode(
+            out,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )?;
+        Ok(())
+    }
 }
 
 /// What a consumer learned from one partition's `records` bytes.
@@ -282,23 +304,14 @@ mod tests {
 
     #[test]
     fn walker_reads_back_every_timestamp_plain_and_compressed() {
-        let filler = filler(7);
+        let mut encoder = BatchEncoder::new(7);
         for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
             for keyed in [false, true] {
                 let mut out = BytesMut::new();
-                let mut filler_offset = 0;
                 let sent = messages(50, 1024, keyed);
-                encode_batch(&mut out, &sent, compression, &filler, &mut filler_offset, 5).unwrap();
+                encoder.encode(&mut out, &sent, compression, 5).unwrap();
                 let second = messages(3, 100, keyed);
-                encode_batch(
-                    &mut out,
-                    &second,
-                    compression,
-                    &filler,
-                    &mut filler_offset,
-                    5,
-                )
-                .unwrap();
+                encoder.encode(&mut out, &second, compression, 5).unwrap();
                 let bytes = out.freeze();
                 let mut seen = Vec::new();
                 let summary = walk_batches(&bytes, true, |ns| seen.push(ns)).unwrap();
@@ -315,28 +328,16 @@ mod tests {
 
     #[test]
     fn partial_trailing_batch_is_ignored() {
-        let filler = filler(1);
+        let mut encoder = BatchEncoder::new(1);
         let mut out = BytesMut::new();
-        let mut filler_offset = 0;
-        encode_batch(
-            &mut out,
-            &messages(10, 64, false),
-            Compression::None,
-            &filler,
-            &mut filler_offset,
-            0,
-        )
-        .unwrap();
+        let batch = messages(10, 64, false);
+        encoder
+            .encode(&mut out, &batch, Compression::None, 0)
+            .unwrap();
         let full = out.len();
-        encode_batch(
-            &mut out,
-            &messages(10, 64, false),
-            Compression::None,
-            &filler,
-            &mut filler_offset,
-            0,
-        )
-        .unwrap();
+        encoder
+            .encode(&mut out, &batch, Compression::None, 0)
+            .unwrap();
         let bytes = out.freeze().slice(..full + 40);
         let summary = walk_batches(&bytes, true, |_| {}).unwrap();
         assert_eq!(summary.records, 10);

@@ -30,7 +30,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::Compression;
 
-use super::records::{encode_batch, filler, PendingMessage};
+use super::records::{BatchEncoder, PendingMessage};
 use super::wire::{tune_socket, FrameReader};
 
 /// Records per prebuilt fetch batch and their value size: a 1 KiB-message stream.
@@ -60,6 +60,7 @@ struct SinkState {
 }
 
 pub fn run(args: SinkArgs) -> Result<()> {
+    super::tune_allocator();
     let listener =
         TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
@@ -90,8 +91,7 @@ pub fn run(args: SinkArgs) -> Result<()> {
 }
 
 fn prebuilt_chunk() -> Result<(Bytes, Vec<usize>)> {
-    let filler = filler(42);
-    let mut filler_offset = 0;
+    let mut encoder = BatchEncoder::new(42);
     let mut chunk = BytesMut::new();
     let mut ends = Vec::new();
     let messages: Vec<PendingMessage> = (0..SINK_BATCH_RECORDS)
@@ -102,14 +102,7 @@ fn prebuilt_chunk() -> Result<(Bytes, Vec<usize>)> {
         })
         .collect();
     while chunk.len() < SINK_FETCH_CHUNK_BYTES {
-        encode_batch(
-            &mut chunk,
-            &messages,
-            Compression::None,
-            &filler,
-            &mut filler_offset,
-            0,
-        )?;
+        encoder.encode(&mut chunk, &messages, Compression::None, 0)?;
         ends.push(chunk.len());
     }
     Ok((chunk.freeze(), ends))

@@ -26,6 +26,7 @@ pub struct Workload {
     pub description: String,
     /// Topics to create (named `<topic_prefix>-<n>`).
     pub topics: u32,
+    /// Empty: the workload's name, so each workload gets its own topics.
     pub topic_prefix: String,
     pub partitions_per_topic: u32,
     /// Value size in bytes: a number, or a distribution.
@@ -82,7 +83,7 @@ impl Default for Workload {
             name: "custom".into(),
             description: String::new(),
             topics: 1,
-            topic_prefix: "perf".into(),
+            topic_prefix: String::new(),
             partitions_per_topic: 1,
             message_size: MessageSize::Fixed(1024),
             use_random_keys: false,
@@ -163,9 +164,12 @@ impl Workload {
     }
 
     pub fn topic_names(&self) -> Vec<String> {
-        (0..self.topics)
-            .map(|n| format!("{}-{}", self.topic_prefix, n))
-            .collect()
+        let prefix = if self.topic_prefix.is_empty() {
+            &self.name
+        } else {
+            &self.topic_prefix
+        };
+        (0..self.topics).map(|n| format!("{prefix}-{n}")).collect()
     }
 
     pub fn total_producers(&self) -> u32 {

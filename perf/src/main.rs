@@ -24,6 +24,8 @@ enum Command {
     Compare(kafka::compare::CompareArgs),
     /// Render a result's SVG plot again.
     Plot(kafka::compare::PlotArgs),
+    /// A markdown table of results, medians over repetitions with the same label.
+    Summary(kafka::compare::SummaryArgs),
 }
 
 fn main() -> Result<()> {
@@ -33,5 +35,6 @@ fn main() -> Result<()> {
         Command::Sink(args) => kafka::sink::run(args),
         Command::Compare(args) => kafka::compare::compare(args),
         Command::Plot(args) => kafka::compare::plot(args),
+        Command::Summary(args) => kafka::compare::summary(args),
     }
 }

@@ -141,3 +141,62 @@ pub fn table(results: &[RunResult]) -> Vec<String> {
     }
     lines
 }
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Result files; runs with the same label are repetitions and are reduced to medians.
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+}
+
+/// Prints one markdown row per label: medians over its repetitions (count in the last column).
+pub fn summary(args: SummaryArgs) -> Result<()> {
+    let mut by_label: Vec<(String, Vec<RunResult>)> = Vec::new();
+    for path in &args.results {
+        let result = RunResult::load(path)?;
+        match by_label
+            .iter_mut()
+            .find(|(label, _)| *label == result.label)
+        {
+            Some((_, runs)) => runs.push(result),
+            None => by_label.push((result.label.clone(), vec![result])),
+        }
+    }
+    println!(
+        "| run | publish MB/s | publish msg/s | publish p50 / p99 / p99.9 µs | consume MB/s | e2e p50 / p99 / p99.9 µs | runs |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, runs) in &by_label {
+        let median = |get: &dyn Fn(&RunResult) -> f64| -> f64 {
+            let mut values: Vec<f64> = runs.iter().map(get).collect();
+            values.sort_by(|a, b| a.total_cmp(b));
+            let middle = values.len() / 2;
+            if values.len() % 2 == 1 {
+                values[middle]
+            } else {
+                (values[middle - 1] + values[middle]) / 2.0
+            }
+        };
+        let latencies = |get: &dyn Fn(&RunResult) -> &Percentiles| -> String {
+            if runs.iter().all(|r| get(r).count == 0) {
+                return "-".into();
+            }
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                median(&|r| get(r).p50),
+                median(&|r| get(r).p99),
+                median(&|r| get(r).p999)
+            )
+        };
+        println!(
+            "| {label} | {:.0} | {:.0} | {} | {:.0} | {} | {} |",
+            median(&|r| r.publish.mb_per_s),
+            median(&|r| r.publish.messages_per_s),
+            latencies(&|r| &r.publish_latency_us),
+            median(&|r| r.consume.mb_per_s),
+            latencies(&|r| &r.end_to_end_latency_us),
+            runs.len()
+        );
+    }
+    Ok(())
+}

@@ -54,6 +54,10 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 pub const MAX_JOIN_ATTEMPTS: u32 = 50;
 /// The assignor's name in JoinGroup.
 pub const RANGE_ASSIGNOR: &str = "range";
+/// Send times older than this are not from this run's producers: no end-to-end sample.
+const PLAUSIBLE_SEND_AGE_NS: u64 = 3_600 * 1_000_000_000;
+/// Send times this far in the future are not ours either.
+const PLAUSIBLE_CLOCK_SKEW_NS: u64 = 1_000_000_000;
 /// Consumer protocol version used for subscriptions and assignments (0: every broker reads it).
 const CONSUMER_PROTOCOL_VERSION: i16 = 0;
 
@@ -136,7 +140,16 @@ impl Fetchers {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("consumer-{}-fetch", spec.id))
-                    .spawn(move || fetch_loop(&spec, &leader, &partitions, &positions, &stop))?,
+                    .spawn(move || {
+                        let result = fetch_loop(&spec, &leader, &partitions, &positions, &stop);
+                        // Reported at once, so a failure shows in the progress line and the
+                        // error count instead of when the run ends.
+                        if let Err(error) = &result {
+                            spec.stats
+                                .error(format!("consumer fetching from {leader}: {error:#}"));
+                        }
+                        result
+                    })?,
             );
         }
         Ok(Self { stop, threads })
@@ -249,14 +262,25 @@ fn fetch_loop(
                         continue;
                     }
                     let records = partition.records.clone().unwrap_or_else(Bytes::new);
+                    let fetch_offset = slot.1;
                     let summary = walk_batches(&records, spec.verify_crc, |sent_ns| {
-                        // Zero marks records without a send time (the sink's prebuilt ones).
-                        if sent_ns != 0 {
+                        // Only plausible send times: records from other producers (or the
+                        // sink's prebuilt ones, stamped 0) carry none.
+                        if sent_ns > received_ns.saturating_sub(PLAUSIBLE_SEND_AGE_NS)
+                            && sent_ns <= received_ns + PLAUSIBLE_CLOCK_SKEW_NS
+                        {
                             record(
                                 &mut histograms.end_to_end,
                                 received_ns.saturating_sub(sent_ns),
                             );
                         }
+                    })
+                    .with_context(|| {
+                        format!(
+                            "Fetch {topic}/{} from offset {fetch_offset}: {} bytes of records",
+                            partition.partition_index,
+                            records.len()
+                        )
                     })?;
                     messages += summary.records;
                     bytes += summary.value_bytes;

@@ -183,7 +183,11 @@ pub fn walk_batches(
         let base_offset = i64::from_be_bytes(header[0..8].try_into().expect("8 bytes"));
         let batch_length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
         if batch_length < (BATCH_HEADER_BYTES - 12) as i32 {
-            bail!("batch at offset {base_offset} has length {batch_length}");
+            bail!(
+                "invalid batch at byte {position}: baseOffset {base_offset}, batchLength \
+                 {batch_length} (a batch is at least {} bytes)",
+                BATCH_HEADER_BYTES - 12
+            );
         }
         let total = 12 + batch_length as usize;
         if header.len() < total {

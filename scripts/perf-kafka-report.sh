@@ -12,6 +12,9 @@
 # Results: OUT_DIR (default target/perf-report/<time>): runs/*.json, workloads/*.{json,svg},
 # baseline files, summary.md (medians over repetitions; `quiver-perf summary`).
 #
+# Disk: every broker is fresh and its data is deleted after its measurement; the peak is one
+# max-throughput run, about DURATION_S+2 seconds at the produce rate (~7 GB at 600 MB/s).
+#
 # Environment: REPS (3), DURATION_S (10), SKIP_BUILD=1, PYTHON (a python with confluent_kafka;
 # default .venv/bin/python), SKIP_WORKLOAD_SET=1, CPUS_NOTE (free text for the report).
 set -euo pipefail
@@ -120,17 +123,30 @@ run() {
         --label "$label" --quiet --out "$file" "$@" | grep -v '^wrote ' || log "run failed: $label"
 }
 
-# start_broker NAME VARIABLE [serve flags...]: a fresh broker; its address goes into VARIABLE.
+# Brokers are started fresh for each measurement and their data deleted afterwards: a
+# max-throughput run writes several GB, and the disk is shared with other work.
+broker=""
+broker_pid=""
+broker_data=""
+# start_broker NAME [serve flags...]: a fresh broker at $broker.
 start_broker() {
-    local name="$1" variable="$2"
-    shift 2
+    local name="$1"
+    shift
     local port
     port="$(free_port)"
-    "$quiver" serve --data-dir "$out/data-$name" --kafka-listen "127.0.0.1:$port" "$@" \
-        >"$out/broker-$name.log" 2>&1 &
-    pids+=("$!")
+    broker_data="$out/data-$name"
+    rm -rf "$broker_data"
+    "$quiver" serve --data-dir "$broker_data" --kafka-listen "127.0.0.1:$port" "$@" \
+        >>"$out/broker-$name.log" 2>&1 &
+    broker_pid=$!
+    pids+=("$broker_pid")
     wait_for_port "$port"
-    printf -v "$variable" '127.0.0.1:%s' "$port"
+    broker="127.0.0.1:$port"
+}
+stop_broker() {
+    kill "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+    rm -rf "$broker_data"
 }
 
 machine
@@ -143,38 +159,45 @@ sink_port="$(free_port)"
 pids+=("$!")
 wait_for_port "$sink_port"
 sink="127.0.0.1:$sink_port"
-start_broker default broker
-start_broker flush5 flush_broker --flush-ms 5
-log "sink at $sink, quiver at $broker, quiver --flush-ms 5 at $flush_broker"
+log "sink at $sink"
+echo "disk free at start: $(df -h "$out" | awk 'NR==2 {print $4}')" >>"$out/machine.txt"
 
 common=(--duration-s "$duration_s" --warmup-s 2)
 for rep in $(seq 1 "$reps"); do
     log "repetition $rep of $reps"
     run "sink producer" "$sink" max-throughput "${common[@]}" --subscriptions 0 --acks 1
+    start_broker default
     run "quiver producer acks=1" "$broker" max-throughput "${common[@]}" --subscriptions 0 --acks 1
+    stop_broker
+    start_broker default
     run "quiver producer acks=all" "$broker" max-throughput "${common[@]}" --subscriptions 0 --acks -1
-    run "quiver(flush-ms=5) producer acks=1" "$flush_broker" max-throughput "${common[@]}" \
+    stop_broker
+    start_broker flush5 --flush-ms 5
+    run "quiver(flush-ms=5) producer acks=1" "$broker" max-throughput "${common[@]}" \
         --subscriptions 0 --acks 1
+    stop_broker
     run "sink consumer" "$sink" consumer-catchup "${common[@]}" --preload-bytes 0 \
         --group-protocol explicit
-    if [[ "$rep" == 1 ]]; then
-        run "quiver consumer recent data" "$broker" consumer-catchup "${common[@]}"
-    else
-        run "quiver consumer recent data" "$broker" consumer-catchup "${common[@]}" --preload-bytes 0
-    fi
+    start_broker default
+    run "quiver consumer recent data" "$broker" consumer-catchup "${common[@]}"
     run "quiver e2e omb-classic" "$broker" omb-classic --duration-s "$duration_s" --warmup-s 3
     run "quiver lone 1KiB acks=1" "$broker" low-latency --duration-s $((duration_s * 2)) --warmup-s 2
-    run "quiver(flush-ms=5) lone 1KiB acks=1" "$flush_broker" low-latency \
+    stop_broker
+    start_broker flush5 --flush-ms 5
+    run "quiver(flush-ms=5) lone 1KiB acks=1" "$broker" low-latency \
         --duration-s $((duration_s * 2)) --warmup-s 2
+    stop_broker
 done
 
 if "$python" -c 'import confluent_kafka' 2>/dev/null; then
     log "confluent-kafka reference"
+    start_broker default
     for acks in 1 all; do
         "$python" perf/reference/confluent_perf.py produce --bootstrap "$broker" \
             --topic "confluent-ref-acks$acks" --messages 500000 --acks "$acks" \
             | tee -a "$out/confluent.jsonl"
     done
+    stop_broker
 else
     log "no confluent_kafka in $python: skipping the reference run (set PYTHON)"
 fi
@@ -184,8 +207,10 @@ if [[ "${SKIP_WORKLOAD_SET:-0}" != "1" ]]; then
         name="$(basename "$file" .toml)"
         [[ "$name" == smoke ]] && continue
         log "workload $name"
+        start_broker workloads
         "$perf" kafka --workload "$file" --bootstrap "$broker" --quiet \
             --out "$out/workloads/$name.json" | grep -v '^wrote ' || log "workload failed: $name"
+        stop_broker
     done
 fi
 

@@ -110,17 +110,18 @@ print(f"disk 4 KiB O_DIRECT write + fdatasync: {sync_job['write']['iops']:.0f}/s
 PY
 }
 
-# run LABEL BOOTSTRAP WORKLOAD [flags...]: one quiver-perf run into runs/.
+# run LABEL BOOTSTRAP SERVER_PID WORKLOAD [flags...]: one quiver-perf run into runs/; the
+# server's CPU use over the measured phase is recorded beside the generator's.
 run_count=0
 run() {
-    local label="$1" bootstrap="$2" workload="$3"
-    shift 3
+    local label="$1" bootstrap="$2" server_pid="$3" workload="$4"
+    shift 4
     run_count=$((run_count + 1))
     local file
     file="$out/runs/$(printf '%03d' "$run_count")-${label//[^A-Za-z0-9=.-]/_}.json"
     log "$label ($workload $*)"
     "$perf" kafka --workload "perf/workloads/$workload.toml" --bootstrap "$bootstrap" \
-        --label "$label" --quiet --out "$file" "$@" | grep -v '^wrote ' || log "run failed: $label"
+        --label "$label" --broker-pid "$server_pid" --quiet --out "$file" "$@" | grep -v '^wrote ' || log "run failed: $label"
 }
 
 # Brokers are started fresh for each measurement and their data deleted afterwards: a
@@ -144,6 +145,11 @@ start_broker() {
     broker="127.0.0.1:$port"
 }
 stop_broker() {
+    if ! kill -0 "$broker_pid" 2>/dev/null; then
+        log "the broker ($broker_data) died during the last measurement: see its log"
+        echo "$(date -u +%FT%TZ) broker $broker_data died; last run: $run_count" \
+            >>"$out/broker-deaths.txt"
+    fi
     kill "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
     rm -rf "$broker_data"
@@ -156,7 +162,8 @@ disk_baseline
 
 sink_port="$(free_port)"
 "$perf" sink --listen "127.0.0.1:$sink_port" >"$out/sink.log" 2>&1 &
-pids+=("$!")
+sink_pid=$!
+pids+=("$sink_pid")
 wait_for_port "$sink_port"
 sink="127.0.0.1:$sink_port"
 log "sink at $sink"
@@ -165,26 +172,26 @@ echo "disk free at start: $(df -h "$out" | awk 'NR==2 {print $4}')" >>"$out/mach
 common=(--duration-s "$duration_s" --warmup-s 2)
 for rep in $(seq 1 "$reps"); do
     log "repetition $rep of $reps"
-    run "sink producer" "$sink" max-throughput "${common[@]}" --subscriptions 0 --acks 1
+    run "sink producer" "$sink" "$sink_pid" max-throughput "${common[@]}" --subscriptions 0 --acks 1
     start_broker default
-    run "quiver producer acks=1" "$broker" max-throughput "${common[@]}" --subscriptions 0 --acks 1
+    run "quiver producer acks=1" "$broker" "$broker_pid" max-throughput "${common[@]}" --subscriptions 0 --acks 1
     stop_broker
     start_broker default
-    run "quiver producer acks=all" "$broker" max-throughput "${common[@]}" --subscriptions 0 --acks -1
+    run "quiver producer acks=all" "$broker" "$broker_pid" max-throughput "${common[@]}" --subscriptions 0 --acks -1
     stop_broker
     start_broker flush5 --flush-ms 5
-    run "quiver(flush-ms=5) producer acks=1" "$broker" max-throughput "${common[@]}" \
+    run "quiver(flush-ms=5) producer acks=1" "$broker" "$broker_pid" max-throughput "${common[@]}" \
         --subscriptions 0 --acks 1
     stop_broker
-    run "sink consumer" "$sink" consumer-catchup "${common[@]}" --preload-bytes 0 \
+    run "sink consumer" "$sink" "$sink_pid" consumer-catchup "${common[@]}" --preload-bytes 0 \
         --group-protocol explicit
     start_broker default
-    run "quiver consumer recent data" "$broker" consumer-catchup "${common[@]}"
-    run "quiver e2e omb-classic" "$broker" omb-classic --duration-s "$duration_s" --warmup-s 3
-    run "quiver lone 1KiB acks=1" "$broker" low-latency --duration-s $((duration_s * 2)) --warmup-s 2
+    run "quiver consumer recent data" "$broker" "$broker_pid" consumer-catchup "${common[@]}"
+    run "quiver e2e omb-classic" "$broker" "$broker_pid" omb-classic --duration-s "$duration_s" --warmup-s 3
+    run "quiver lone 1KiB acks=1" "$broker" "$broker_pid" low-latency --duration-s $((duration_s * 2)) --warmup-s 2
     stop_broker
     start_broker flush5 --flush-ms 5
-    run "quiver(flush-ms=5) lone 1KiB acks=1" "$broker" low-latency \
+    run "quiver(flush-ms=5) lone 1KiB acks=1" "$broker" "$broker_pid" low-latency \
         --duration-s $((duration_s * 2)) --warmup-s 2
     stop_broker
 done
@@ -208,7 +215,7 @@ if [[ "${SKIP_WORKLOAD_SET:-0}" != "1" ]]; then
         [[ "$name" == smoke ]] && continue
         log "workload $name"
         start_broker workloads
-        "$perf" kafka --workload "$file" --bootstrap "$broker" --quiet \
+        "$perf" kafka --workload "$file" --bootstrap "$broker" --broker-pid "$broker_pid" --quiet \
             --out "$out/workloads/$name.json" | grep -v '^wrote ' || log "workload failed: $name"
         stop_broker
     done

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a workload file against a Kafka-protocol broker (Quiver, Apache Kafka, Redpanda).
-    Kafka(kafka::KafkaArgs),
+    Kafka(Box<kafka::KafkaArgs>),
     /// A Kafka-speaking discard server: measures the load generator's own ceiling.
     Sink(kafka::sink::SinkArgs),
     /// Print two or more results side by side (ratios to the first) and plot them together.
@@ -31,7 +31,7 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Kafka(args) => kafka::run(args),
+        Command::Kafka(args) => kafka::run(*args),
         Command::Sink(args) => kafka::sink::run(args),
         Command::Compare(args) => kafka::compare::compare(args),
         Command::Plot(args) => kafka::compare::plot(args),

@@ -163,9 +163,9 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
         }
     }
     println!(
-        "| run | publish MB/s | publish msg/s | publish p50 / p99 / p99.9 µs | consume MB/s | e2e p50 / p99 / p99.9 µs | runs |"
+        "| run | publish MB/s | publish msg/s | publish p50 / p99 / p99.9 µs | consume MB/s | e2e p50 / p99 / p99.9 µs | CPU s/GB generator / server | runs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (label, runs) in &by_label {
         let median = |get: &dyn Fn(&RunResult) -> f64| -> f64 {
             let mut values: Vec<f64> = runs.iter().map(get).collect();
@@ -188,8 +188,23 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
                 median(&|r| get(r).p999)
             )
         };
+        let per_gb = |cpu: &dyn Fn(&RunResult) -> Option<f64>| -> String {
+            if runs.iter().any(|r| cpu(r).is_none()) {
+                return "-".into();
+            }
+            let value = median(&|r| {
+                let gigabytes = r.publish.bytes.max(r.consume.bytes) as f64 / 1e9;
+                cpu(r).unwrap_or(0.0) / gigabytes.max(1e-9)
+            });
+            format!("{value:.2}")
+        };
+        let cpu = format!(
+            "{} / {}",
+            per_gb(&|r| Some(r.generator_cpu_s)),
+            per_gb(&|r| r.broker_cpu_s)
+        );
         println!(
-            "| {label} | {:.0} | {:.0} | {} | {:.0} | {} | {} |",
+            "| {label} | {:.0} | {:.0} | {} | {:.0} | {} | {cpu} | {} |",
             median(&|r| r.publish.mb_per_s),
             median(&|r| r.publish.messages_per_s),
             latencies(&|r| &r.publish_latency_us),

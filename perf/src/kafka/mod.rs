@@ -31,7 +31,8 @@ use self::cluster::{create_topics, TopicLayout};
 use self::consumer::{ConsumerSpec, Membership, StartPosition};
 use self::producer::{parse_compression, ProducerSpec};
 use self::result::{
-    git_revision, Machine, RunResult, SeriesPoint, Throughput, RESULT_FORMAT_VERSION,
+    git_revision, load_average_1m, process_cpu_s, Machine, RunResult, SeriesPoint, Throughput,
+    RESULT_FORMAT_VERSION,
 };
 use self::stats::{new_intervals, percentiles, spectrum, Clock, CounterSnapshot, Registry};
 use crate::workload::{MessageSize, Workload};
@@ -60,6 +61,9 @@ pub struct KafkaArgs {
     /// The machine baseline of the same run (`quiver-perf baseline` JSON), embedded in the result.
     #[arg(long)]
     pub baseline_json: Option<PathBuf>,
+    /// The broker's process id, to report its CPU use (same host only).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
     /// Do not print the per-second progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -167,7 +171,13 @@ pub fn run(args: KafkaArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let result = execute(&workload, &args.bootstrap, args.label.clone(), args.quiet)?;
+    let result = execute(
+        &workload,
+        &args.bootstrap,
+        args.label.clone(),
+        args.quiet,
+        args.broker_pid,
+    )?;
     let result = RunResult {
         machine_baseline,
         ..result
@@ -198,8 +208,12 @@ pub fn execute(
     bootstrap: &str,
     label: Option<String>,
     quiet: bool,
+    broker_pid: Option<u32>,
 ) -> Result<RunResult> {
     let clock = Clock::new();
+    let load_at_start = load_average_1m();
+    let broker_cpu = || broker_pid.and_then(|pid| process_cpu_s(&pid.to_string()));
+    let cpu_now = || (process_cpu_s("self").unwrap_or(0.0), broker_cpu());
     let started_unix_s = start_unix_s();
     let mut connection = wire::Connection::open(bootstrap)
         .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
@@ -297,6 +311,7 @@ pub fn execute(
     // Ticks fall every TICK, plus one exactly at the end of warm-up so no interval mixes both.
     let mut measured_from: Option<(u64, CounterSnapshot)> =
         (warmup_end_ns <= start_ns).then_some((start_ns, CounterSnapshot::default()));
+    let mut cpu_from = cpu_now();
     let mut next_tick_ns = start_ns + TICK.as_nanos() as u64;
     loop {
         let tick_ns = if previous_ns < warmup_end_ns && next_tick_ns > warmup_end_ns {
@@ -331,6 +346,7 @@ pub fn execute(
         }
         if measured_from.is_none() && tick_ns >= warmup_end_ns {
             measured_from = Some((now, snapshot));
+            cpu_from = cpu_now();
         }
         previous = snapshot;
         previous_ns = now;
@@ -340,6 +356,7 @@ pub fn execute(
     }
     let end_snapshot = registry.snapshot();
     let measured_end_ns = clock.now_ns();
+    let cpu_to = cpu_now();
     for producer in producers {
         match producer.join() {
             Ok(Ok(())) => {}
@@ -386,6 +403,9 @@ pub fn execute(
         end_to_end_latency_us: percentiles(&totals.end_to_end),
         errors: end_snapshot.errors,
         first_error: registry.first_error(),
+        generator_cpu_s: cpu_to.0 - cpu_from.0,
+        broker_cpu_s: cpu_to.1.zip(cpu_from.1).map(|(to, from)| to - from),
+        load_average: (load_at_start, load_average_1m()),
         series,
         publish_spectrum: spectrum(&totals.publish),
         end_to_end_spectrum: spectrum(&totals.end_to_end),

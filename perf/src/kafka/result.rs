@@ -38,6 +38,16 @@ pub struct RunResult {
     pub end_to_end_latency_us: Percentiles,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// CPU seconds (user + system) the generator used in the measured phase: with the
+    /// throughput, its cost per GB, which the machine's load does not change much.
+    #[serde(default)]
+    pub generator_cpu_s: f64,
+    /// The same for the broker process given with `--broker-pid` (same host only).
+    #[serde(default)]
+    pub broker_cpu_s: Option<f64>,
+    /// /proc/loadavg (1 minute) at the start and end of the run: other work on the machine.
+    #[serde(default)]
+    pub load_average: (f64, f64),
     pub series: Vec<SeriesPoint>,
     pub publish_spectrum: Vec<(f64, f64)>,
     pub end_to_end_spectrum: Vec<(f64, f64)>,
@@ -123,6 +133,26 @@ impl Machine {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used so far ("self" for this process).
+pub fn process_cpu_s(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks_per_s.max(1.0))
+}
+
+pub fn load_average_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// `git rev-parse HEAD` of the working directory, with "-dirty" when there are changes.
 pub fn git_revision() -> String {
     let run = |args: &[&str]| {
@@ -204,6 +234,23 @@ impl RunResult {
                 self.send_delay_us.p50, self.send_delay_us.p99, self.send_delay_us.max
             ));
         }
+        let gigabytes = (self.publish.bytes.max(self.consume.bytes) as f64 / 1e9).max(1e-9);
+        let mut cpu = format!(
+            "  cpu: generator {:.2} s ({:.2} s/GB)",
+            self.generator_cpu_s,
+            self.generator_cpu_s / gigabytes
+        );
+        if let Some(broker) = self.broker_cpu_s {
+            cpu.push_str(&format!(
+                ", broker {broker:.2} s ({:.2} s/GB)",
+                broker / gigabytes
+            ));
+        }
+        cpu.push_str(&format!(
+            "; load average {:.1} -> {:.1}",
+            self.load_average.0, self.load_average.1
+        ));
+        lines.push(cpu);
         if self.errors > 0 {
             lines.push(format!(
                 "  errors: {} (first: {})",

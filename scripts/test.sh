@@ -4,7 +4,8 @@
 # Installs what the tests need (kcat from apt, the Python clients into .venv),
 # builds the release binaries, runs the Rust tests, then the real-client
 # integration tests against the built broker, then the fuzz and benchmark
-# smoke runs when their scripts exist. CI runs exactly this (.ci/run).
+# smoke runs when their scripts exist (fuzz, criterion benches, the Kafka
+# load generator). CI runs exactly this (.ci/run).
 #
 # Every test stage runs even when an earlier one failed, so one run reports
 # everything; the exit status is non-zero when any stage failed. Install and
@@ -171,6 +172,9 @@ if [[ -f scripts/fuzz-smoke.sh ]]; then
 fi
 if [[ -f scripts/bench-smoke.sh ]]; then
     run_stage "bench smoke" bash scripts/bench-smoke.sh
+fi
+if [[ -f scripts/perf-smoke.sh ]]; then
+    run_stage "perf smoke" bash scripts/perf-smoke.sh
 fi
 
 if [[ "${#failed_stages[@]}" -gt 0 ]]; then

@@ -18,6 +18,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use quiver_engine::limits::IO_MEMORY_BYTES_PER_SHARD;
 use quiver_engine::runtime::{ensure_memlock, prepare_io, RuntimeConfig};
 
+mod kafka;
+mod plot;
+mod workload;
+
 #[derive(Debug, Parser)]
 #[command(name = "quiver-perf", about = "Quiver performance tools", version)]
 struct Cli {
@@ -33,6 +37,16 @@ enum Command {
     /// Append to one PartitionLog with group commit, then do the same writes without the
     /// engine, and print both with their ratios.
     Engine(engine::EngineArgs),
+    /// Run a workload file against a Kafka-protocol broker (Quiver, Apache Kafka, Redpanda).
+    Kafka(Box<kafka::KafkaArgs>),
+    /// A Kafka-speaking discard server: measures the load generator's own ceiling.
+    Sink(kafka::sink::SinkArgs),
+    /// Print two or more results side by side (ratios to the first) and plot them together.
+    Compare(kafka::compare::CompareArgs),
+    /// Render a result's SVG plot again.
+    Plot(kafka::compare::PlotArgs),
+    /// A markdown table of results, medians over repetitions with the same label.
+    Summary(kafka::compare::SummaryArgs),
 }
 
 fn main() -> Result<()> {
@@ -40,6 +54,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Baseline(args) => baseline::run(args),
         Command::Engine(args) => engine::run(args),
+        Command::Kafka(args) => kafka::run(*args),
+        Command::Sink(args) => kafka::sink::run(args),
+        Command::Compare(args) => kafka::compare::compare(args),
+        Command::Plot(args) => kafka::compare::plot(args),
+        Command::Summary(args) => kafka::compare::summary(args),
     }
 }
 

@@ -1,0 +1,605 @@
+//! One producer: a sender thread that builds RecordBatches and writes pipelined Produce requests,
+//! and one reader thread per leader connection that matches responses to requests.
+//!
+//! Fixed-rate mode (`rate > 0`): message i has the intended send time `start + i / rate`. The
+//! sender adds every message whose time has come to its partition's open batch, closes batches
+//! that are full or whose first message has waited `linger`, and writes closed batches whenever
+//! a connection has fewer than `max_in_flight` requests outstanding. Latency is measured from
+//! the intended time, so a stalled broker (or a stalled sender) shows up as latency instead of
+//! silently lowering the offered rate: the correction for coordinated omission.
+//!
+//! Max-rate mode (`rate == 0`): the sender builds one request's worth of messages whenever a
+//! slot is free; a message's time is when it was built, just before its request is written.
+//!
+//! Bounds: `max_in_flight` requests per connection (the sender waits for a slot) and
+//! `buffer_bytes` of messages not yet written (the sender stops taking new messages; under
+//! fixed rate their intended times keep running, so the wait is measured).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::records::Compression;
+
+use super::cluster::{topic_name, TopicLayout};
+use super::records::{BatchEncoder, FastRng, PendingMessage};
+use super::stats::{record, tighten_timer_slack, Clock, WorkerStats};
+use super::wire::{decode_response, encode_request, Connection, FrameReader};
+use crate::workload::MessageSize;
+
+/// Most bytes of batches put in one Produce request (Kafka's max.request.size is 1 MiB; we
+/// allow more so one request can carry a full large batch plus others).
+pub const REQUEST_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Broker-side timeout for acks=-1 carried in each request.
+pub const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+/// How long a finishing producer waits for outstanding acknowledgements.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the sender sleeps when it has nothing to do, so it notices the stop time.
+const IDLE_WAIT_NS: u64 = 5_000_000;
+/// Bytes a record adds to its value and key in a batch, roughly (varints, attributes).
+const RECORD_OVERHEAD_BYTES: usize = 12;
+
+pub fn parse_compression(name: &str) -> Result<Compression> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => bail!("unknown compression {other:?} (none, gzip, snappy, lz4, zstd)"),
+    })
+}
+
+/// What one producer does.
+#[derive(Clone)]
+pub struct ProducerSpec {
+    pub id: u32,
+    pub topic: TopicLayout,
+    /// Messages/s for this producer; 0 for as fast as possible.
+    pub rate: f64,
+    pub acks: i16,
+    pub batch_size_bytes: usize,
+    pub batch_max_messages: usize,
+    pub linger_ns: u64,
+    pub max_in_flight: u32,
+    pub buffer_bytes: usize,
+    pub compression: Compression,
+    pub message_size: MessageSize,
+    pub keyed: bool,
+    pub seed: u64,
+    /// Stop taking new messages at this `Clock::now_ns` reading (u64::MAX: not yet known).
+    pub stop_at_ns: Arc<AtomicU64>,
+    /// Stop after this many value bytes were written (preload); u64::MAX for no limit.
+    pub stop_after_bytes: u64,
+    pub clock: Clock,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Counts requests in flight on one connection; the sender waits on it, the reader releases.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<u32>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    fn try_acquire(&self, max: u32) -> bool {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        if *count < max {
+            *count += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn current(&self) -> u32 {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits until fewer than `max` are in flight, or `timeout` passes.
+    fn wait_below(&self, max: u32, timeout: Duration) {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        if *count >= max {
+            let _ = self
+                .changed
+                .wait_timeout_while(count, timeout, |c| *c >= max);
+        }
+    }
+
+    fn wait_zero(&self, timeout: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .changed
+            .wait_timeout_while(count, timeout, |c| *c > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *count == 0
+    }
+}
+
+/// What the reader needs to account for one request's response.
+struct RequestMeta {
+    correlation_id: i32,
+    written_ns: u64,
+    intended_ns: Vec<u64>,
+    value_bytes: u64,
+}
+
+struct ReadyBatch {
+    partition: i32,
+    messages: Vec<PendingMessage>,
+}
+
+/// One connection to a partition leader.
+struct Link {
+    writer: TcpStream,
+    version: i16,
+    in_flight: Arc<InFlight>,
+    meta: Option<mpsc::Sender<RequestMeta>>,
+    reader: Option<JoinHandle<()>>,
+    ready: VecDeque<ReadyBatch>,
+    ready_bytes: usize,
+    next_correlation_id: i32,
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    messages: Vec<PendingMessage>,
+    bytes: usize,
+}
+
+pub fn run(spec: ProducerSpec) -> Result<()> {
+    tighten_timer_slack();
+    let partitions = spec.topic.leaders.len();
+    if partitions == 0 {
+        bail!("topic {} has no partitions", spec.topic.name);
+    }
+    let mut links: Vec<Link> = Vec::new();
+    let mut link_of_leader: HashMap<String, usize> = HashMap::new();
+    let mut partition_link = Vec::with_capacity(partitions);
+    for leader in &spec.topic.leaders {
+        let index = match link_of_leader.get(leader) {
+            Some(index) => *index,
+            None => {
+                links.push(open_link(leader, &spec)?);
+                link_of_leader.insert(leader.clone(), links.len() - 1);
+                links.len() - 1
+            }
+        };
+        partition_link.push(index);
+    }
+
+    let mut sender = Sender {
+        spec: &spec,
+        open: (0..partitions).map(|_| OpenBatch::default()).collect(),
+        partition_link,
+        links,
+        encoder: BatchEncoder::new(spec.seed ^ 0x5eed),
+        batch_buffer: BytesMut::new(),
+        frame: BytesMut::new(),
+        rng: FastRng::new(spec.seed),
+        sticky_partition: spec.id as usize % partitions,
+        buffered_bytes: 0,
+        written_value_bytes: 0,
+        topic: topic_name(&spec.topic.name),
+    };
+    let result = sender.run();
+    // Drain: wait for outstanding acknowledgements, then close so the readers see EOF.
+    for link in &mut sender.links {
+        if !link.in_flight.wait_zero(DRAIN_TIMEOUT) {
+            spec.stats.error(
+                "producer: acknowledgements still outstanding after the drain timeout".into(),
+            );
+        }
+        link.meta = None;
+        let _ = link.writer.shutdown(Shutdown::Both);
+        if let Some(reader) = link.reader.take() {
+            let _ = reader.join();
+        }
+    }
+    result
+}
+
+fn open_link(address: &str, spec: &ProducerSpec) -> Result<Link> {
+    let connection = Connection::open(address)?;
+    let version = connection.version::<ProduceRequest>()?;
+    let (writer, reader, _) = connection.split();
+    let in_flight = Arc::new(InFlight::default());
+    let (meta_sender, meta_receiver) = mpsc::channel();
+    let reader_thread = if spec.acks != 0 {
+        let in_flight = in_flight.clone();
+        let stats = spec.stats.clone();
+        let clock = spec.clock;
+        Some(
+            std::thread::Builder::new()
+                .name(format!("producer-{}-acks", spec.id))
+                .spawn(move || {
+                    read_acks(reader, meta_receiver, version, in_flight, stats, clock)
+                })?,
+        )
+    } else {
+        None
+    };
+    Ok(Link {
+        writer,
+        version,
+        in_flight,
+        meta: Some(meta_sender),
+        reader: reader_thread,
+        ready: VecDeque::new(),
+        ready_bytes: 0,
+        next_correlation_id: 1,
+    })
+}
+
+fn read_acks(
+    mut reader: FrameReader,
+    metas: mpsc::Receiver<RequestMeta>,
+    version: i16,
+    in_flight: Arc<InFlight>,
+    stats: Arc<WorkerStats>,
+    clock: Clock,
+) {
+    loop {
+        let frame = match reader.read_frame() {
+            Ok(frame) => frame,
+            Err(error) => {
+                // EOF after the sender shut the socket down is the normal end.
+                if metas.try_recv().is_ok() {
+                    stats.error(format!("producer connection failed: {error:#}"));
+                }
+                release_all(&in_flight);
+                return;
+            }
+        };
+        let acked_ns = clock.now_ns();
+        let Ok(meta) = metas.recv() else {
+            stats.error("producer: response without a request".into());
+            release_all(&in_flight);
+            return;
+        };
+        match decode_response::<ProduceRequest>(frame, version) {
+            Ok((correlation_id, response)) => {
+                if correlation_id != meta.correlation_id {
+                    stats.error(format!(
+                        "producer: correlation id {correlation_id}, expected {}",
+                        meta.correlation_id
+                    ));
+                }
+                account_response(&response, &meta, acked_ns, &stats);
+            }
+            Err(error) => stats.error(format!("producer: bad Produce response: {error:#}")),
+        }
+        in_flight.release();
+    }
+}
+
+fn release_all(in_flight: &InFlight) {
+    let mut count = in_flight.count.lock().unwrap_or_else(|e| e.into_inner());
+    *count = 0;
+    in_flight.changed.notify_all();
+}
+
+fn account_response(
+    response: &ProduceResponse,
+    meta: &RequestMeta,
+    acked_ns: u64,
+    stats: &WorkerStats,
+) {
+    for topic in &response.responses {
+        for partition in &topic.partition_responses {
+            if partition.error_code != 0 {
+                stats.error(format!(
+                    "Produce {}/{}: error code {}",
+                    topic.name.0.as_str(),
+                    partition.index,
+                    partition.error_code
+                ));
+            }
+        }
+    }
+    {
+        let mut histograms = stats.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        for intended in &meta.intended_ns {
+            record(&mut histograms.publish, acked_ns.saturating_sub(*intended));
+        }
+        histograms
+            .publish_service
+            .record_n(
+                acked_ns.saturating_sub(meta.written_ns).max(1),
+                meta.intended_ns.len() as u64,
+            )
+            .ok();
+    }
+    WorkerStats::add(
+        &stats.counters.acked_messages,
+        meta.intended_ns.len() as u64,
+    );
+    WorkerStats::add(&stats.counters.acked_bytes, meta.value_bytes);
+}
+
+struct Sender<'a> {
+    spec: &'a ProducerSpec,
+    open: Vec<OpenBatch>,
+    partition_link: Vec<usize>,
+    links: Vec<Link>,
+    encoder: BatchEncoder,
+    /// Reused buffers: encoded batches, then the request frame.
+    batch_buffer: BytesMut,
+    frame: BytesMut,
+    rng: FastRng,
+    sticky_partition: usize,
+    buffered_bytes: usize,
+    written_value_bytes: u64,
+    topic: kafka_protocol::messages::TopicName,
+}
+
+impl Sender<'_> {
+    fn run(&mut self) -> Result<()> {
+        let spec = self.spec;
+        let clock = spec.clock;
+        let interval_ns = if spec.rate > 0.0 {
+            1e9 / spec.rate
+        } else {
+            0.0
+        };
+        let start_ns = clock.now_ns();
+        let mut generated: u64 = 0;
+        let mut next_intended_ns = start_ns;
+        loop {
+            let now = clock.now_ns();
+            let stopping = now >= spec.stop_at_ns.load(Ordering::Relaxed)
+                || self.written_value_bytes >= spec.stop_after_bytes;
+            if !stopping {
+                if spec.rate > 0.0 {
+                    while next_intended_ns <= now && self.buffered_bytes < spec.buffer_bytes {
+                        self.add_message(next_intended_ns);
+                        generated += 1;
+                        next_intended_ns = start_ns + (generated as f64 * interval_ns) as u64;
+                    }
+                } else if self.links.iter().all(|l| l.ready.is_empty())
+                    && self
+                        .links
+                        .iter()
+                        .any(|l| l.in_flight.current() < spec.max_in_flight)
+                {
+                    self.fill_one_request(now);
+                }
+            }
+            // Close batches whose linger ran out (all of them once stopping).
+            for partition in 0..self.open.len() {
+                let batch = &self.open[partition];
+                if let Some(first) = batch.messages.first() {
+                    if stopping || spec.rate == 0.0 || now >= first.intended_ns + spec.linger_ns {
+                        self.close(partition);
+                    }
+                }
+            }
+            let mut wrote = false;
+            for link_index in 0..self.links.len() {
+                while !self.links[link_index].ready.is_empty()
+                    && self.links[link_index]
+                        .in_flight
+                        .try_acquire(spec.max_in_flight)
+                {
+                    self.write_request(link_index)?;
+                    wrote = true;
+                }
+            }
+            let anything_pending = self.links.iter().any(|l| !l.ready.is_empty())
+                || self.open.iter().any(|b| !b.messages.is_empty());
+            if stopping && !anything_pending {
+                return Ok(());
+            }
+            if wrote {
+                continue;
+            }
+            // Nothing could be written: wait for a slot, the next message or a linger deadline.
+            let now = clock.now_ns();
+            let mut wake_ns = now + IDLE_WAIT_NS;
+            if spec.rate > 0.0 && !stopping {
+                wake_ns = wake_ns.min(next_intended_ns);
+            }
+            for batch in &self.open {
+                if let Some(first) = batch.messages.first() {
+                    wake_ns = wake_ns.min(first.intended_ns + spec.linger_ns);
+                }
+            }
+            let blocked_link = self.links.iter().find(|l| !l.ready.is_empty());
+            match blocked_link {
+                Some(link) => link.in_flight.wait_below(
+                    spec.max_in_flight,
+                    Duration::from_nanos(wake_ns.saturating_sub(now)),
+                ),
+                None if spec.rate == 0.0 && !stopping => {
+                    // Max rate: wait for any slot.
+                    let link = &self.links[0];
+                    link.in_flight
+                        .wait_below(spec.max_in_flight, Duration::from_nanos(IDLE_WAIT_NS));
+                }
+                None => clock.sleep_until(wake_ns),
+            }
+        }
+    }
+
+    fn add_message(&mut self, intended_ns: u64) {
+        let spec = self.spec;
+        let value_bytes = spec.message_size.sample(&mut self.rng);
+        let (partition, key) = if spec.keyed {
+            let key = self.rng.next_u64();
+            ((key % self.open.len() as u64) as usize, Some(key))
+        } else {
+            (self.sticky_partition, None)
+        };
+        let size = value_bytes as usize + RECORD_OVERHEAD_BYTES + if key.is_some() { 8 } else { 0 };
+        let batch = &mut self.open[partition];
+        batch.messages.push(PendingMessage {
+            intended_ns,
+            value_bytes,
+            key,
+        });
+        batch.bytes += size;
+        self.buffered_bytes += size;
+        if batch.bytes >= spec.batch_size_bytes || batch.messages.len() >= spec.batch_max_messages {
+            self.close(partition);
+        }
+    }
+
+    /// Max rate: one request's worth of messages, stamped `now`.
+    fn fill_one_request(&mut self, now: u64) {
+        let target = self.spec.batch_size_bytes.min(REQUEST_MAX_BYTES);
+        let mut added = 0usize;
+        let mut count = 0usize;
+        while added < target && count < self.spec.batch_max_messages {
+            let before = self.buffered_bytes;
+            self.add_message(now);
+            added += self.buffered_bytes.saturating_sub(before).max(1);
+            count += 1;
+            if self.links.iter().any(|l| !l.ready.is_empty()) && !self.spec.keyed {
+                break;
+            }
+        }
+    }
+
+    fn close(&mut self, partition: usize) {
+        let batch = std::mem::take(&mut self.open[partition]);
+        if batch.messages.is_empty() {
+            return;
+        }
+        let link = &mut self.links[self.partition_link[partition]];
+        link.ready_bytes += batch.bytes;
+        link.ready.push_back(ReadyBatch {
+            partition: partition as i32,
+            messages: batch.messages,
+        });
+        if !self.spec.keyed && partition == self.sticky_partition {
+            self.sticky_partition = (self.sticky_partition + 1) % self.open.len();
+        }
+    }
+
+    fn write_request(&mut self, link_index: usize) -> Result<()> {
+        let spec = self.spec;
+        let clock = spec.clock;
+        let batch_timestamp_ms = (clock.now_ns() / 1_000_000) as i64;
+        let mut partition_data = Vec::new();
+        let mut intended_ns = Vec::new();
+        let mut value_bytes = 0u64;
+        let mut request_bytes = 0usize;
+        let link = &mut self.links[link_index];
+        while let Some(batch) = link.ready.front() {
+            let batch_bytes: usize = batch.messages.iter().map(|m| m.value_bytes as usize).sum();
+            if !partition_data.is_empty() && request_bytes + batch_bytes > REQUEST_MAX_BYTES {
+                break;
+            }
+            let batch = link.ready.pop_front().expect("front exists");
+            // Batches are split off one reused buffer; its allocation is reclaimed below,
+            // once the request holding the slices has been encoded and dropped.
+            self.encoder.encode(
+                &mut self.batch_buffer,
+                &batch.messages,
+                spec.compression,
+                batch_timestamp_ms,
+            )?;
+            let encoded = self.batch_buffer.split();
+            request_bytes += batch_bytes;
+            value_bytes += batch_bytes as u64;
+            let accounted: usize = batch
+                .messages
+                .iter()
+                .map(|m| {
+                    m.value_bytes as usize
+                        + RECORD_OVERHEAD_BYTES
+                        + if m.key.is_some() { 8 } else { 0 }
+                })
+                .sum();
+            link.ready_bytes -= accounted;
+            self.buffered_bytes -= accounted;
+            intended_ns.extend(batch.messages.iter().map(|m| m.intended_ns));
+            partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(batch.partition)
+                    .with_records(Some(encoded.freeze())),
+            );
+        }
+        let request = ProduceRequest::default()
+            .with_acks(spec.acks)
+            .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(self.topic.clone())
+                .with_partition_data(partition_data)]);
+        let correlation_id = link.next_correlation_id;
+        link.next_correlation_id = link.next_correlation_id.wrapping_add(1);
+        self.frame.clear();
+        encode_request(&mut self.frame, correlation_id, link.version, &request)?;
+        drop(request);
+        self.batch_buffer.clear();
+        self.batch_buffer
+            .reserve(request_bytes + request_bytes / 8 + 4096);
+        let message_count = intended_ns.len() as u64;
+        let written_ns_guess = clock.now_ns();
+        if spec.acks != 0 {
+            let meta = RequestMeta {
+                correlation_id,
+                written_ns: written_ns_guess,
+                intended_ns: intended_ns.clone(),
+                value_bytes,
+            };
+            if let Some(sender) = &link.meta {
+                sender
+                    .send(meta)
+                    .context("producer: acknowledgement reader has stopped")?;
+            }
+        }
+        link.writer
+            .write_all(&self.frame)
+            .context("producer: writing a Produce request")?;
+        let written_ns = clock.now_ns();
+        self.written_value_bytes += value_bytes;
+        let stats = &spec.stats;
+        WorkerStats::add(&stats.counters.sent_messages, message_count);
+        WorkerStats::add(&stats.counters.sent_bytes, value_bytes);
+        {
+            let mut histograms = stats.histograms.lock().unwrap_or_else(|e| e.into_inner());
+            for intended in &intended_ns {
+                record(
+                    &mut histograms.send_delay,
+                    written_ns_guess.saturating_sub(*intended),
+                );
+            }
+            if spec.acks == 0 {
+                // No acknowledgement comes: the write is the end of the publish.
+                for intended in &intended_ns {
+                    record(
+                        &mut histograms.publish,
+                        written_ns.saturating_sub(*intended),
+                    );
+                }
+                histograms
+                    .publish_service
+                    .record_n((written_ns - written_ns_guess).max(1), message_count)
+                    .ok();
+            }
+        }
+        if spec.acks == 0 {
+            WorkerStats::add(&stats.counters.acked_messages, message_count);
+            WorkerStats::add(&stats.counters.acked_bytes, value_bytes);
+            link.in_flight.release();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# End-to-end check of the Kafka load generator, run by scripts/test.sh: builds the broker and
+# quiver-perf (release), starts `quiver serve` on a free port with its data under ./target,
+# runs perf/workloads/smoke.toml (a few seconds) against it, and asserts that the JSON
+# result exists, shows non-zero publish and consume throughput, and recorded no errors.
+# Then runs the same workload against `quiver-perf sink` (the generator's ceiling check).
+#
+# Environment: PERF_SMOKE_SKIP_BUILD=1 to use the binaries already in target/release.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+work_dir="$root/target/perf-smoke"
+rm -rf "$work_dir"
+mkdir -p "$work_dir"
+
+if [[ "${PERF_SMOKE_SKIP_BUILD:-0}" != "1" ]]; then
+    cargo build --release -p quiver -p quiver-perf
+fi
+quiver="$target_dir/release/quiver"
+perf="$target_dir/release/quiver-perf"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() {
+    local port="$1" pid="$2"
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "perf-smoke: server exited before listening" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "perf-smoke: nothing listening on port $port after 10 s" >&2
+    return 1
+}
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+check_result() {
+    local json="$1" require_consume="$2"
+    python3 - "$json" "$require_consume" <<'PY'
+import json, sys
+path, require_consume = sys.argv[1], sys.argv[2] == "1"
+result = json.load(open(path))
+publish = result["publish"]["messages_per_s"]
+consume = result["consume"]["messages_per_s"]
+errors = result["errors"]
+print(f"perf-smoke: {path}: publish {publish:.0f} msg/s, consume {consume:.0f} msg/s, "
+      f"publish p99 {result['publish_latency_us']['p99']:.0f} us, errors {errors}")
+assert publish > 0, "no publish throughput"
+assert not require_consume or consume > 0, "no consume throughput"
+assert errors == 0, f"errors: {result['first_error']}"
+for key in ("workload", "bootstrap", "machine", "git_revision", "series", "publish_spectrum"):
+    assert key in result, f"missing {key}"
+PY
+}
+
+port="$(free_port)"
+"$quiver" serve --data-dir "$work_dir/data" --kafka-listen "127.0.0.1:$port" \
+    >"$work_dir/broker.log" 2>&1 &
+pids+=("$!")
+wait_for_port "$port" "${pids[-1]}"
+"$perf" kafka --workload perf/workloads/smoke.toml --bootstrap "127.0.0.1:$port" \
+    --out "$work_dir/smoke-quiver.json"
+check_result "$work_dir/smoke-quiver.json" 1
+test -s "$work_dir/smoke-quiver.svg"
+
+sink_port="$(free_port)"
+"$perf" sink --listen "127.0.0.1:$sink_port" >"$work_dir/sink.log" 2>&1 &
+pids+=("$!")
+wait_for_port "$sink_port" "${pids[-1]}"
+"$perf" kafka --workload perf/workloads/smoke.toml --bootstrap "127.0.0.1:$sink_port" \
+    --group-protocol explicit --out "$work_dir/smoke-sink.json"
+check_result "$work_dir/smoke-sink.json" 1
+
+"$perf" compare "$work_dir/smoke-sink.json" "$work_dir/smoke-quiver.json" \
+    --svg "$work_dir/compare.svg" >/dev/null
+test -s "$work_dir/compare.svg"
+echo "perf-smoke: passed"

@@ -5,7 +5,9 @@
 #   2. the generator's ceiling against `quiver-perf sink` (producer and consumer), interleaved
 #      with the same workloads against a fresh `quiver serve` (release), REPS times each;
 #   3. end-to-end latency (OMB classic) and a lone 1 KiB acks=1 message's latency, on the
-#      default broker (fdatasync per group commit) and on one started with --flush-ms 5;
+#      default broker (fdatasync per group commit) and on one started with --flush-ms 5, with
+#      the same lone-message run against the sink as the latency floor (loopback, scheduling,
+#      the generator);
 #   4. a reference run with confluent-kafka (librdkafka) when PYTHON has it;
 #   5. the shipped workload set, one result JSON + SVG each;
 #   6. iperf3 again, so drift during the run shows.
@@ -183,6 +185,8 @@ for rep in $(seq 1 "$reps"); do
     run "quiver(flush-ms=5) producer acks=1" "$broker" "$broker_pid" max-throughput "${common[@]}" \
         --subscriptions 0 --acks 1
     stop_broker
+    run "sink lone 1KiB" "$sink" "$sink_pid" low-latency --duration-s $((duration_s * 2)) \
+        --warmup-s 2 --group-protocol explicit
     run "sink consumer" "$sink" "$sink_pid" consumer-catchup "${common[@]}" --preload-bytes 0 \
         --group-protocol explicit
     start_broker default

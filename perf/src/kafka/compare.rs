@@ -105,7 +105,7 @@ pub fn table(results: &[RunResult]) -> Vec<String> {
         } else {
             format!("{} (ratio)", result.label)
         };
-        header.push_str(&format!("{name:>28}"));
+        header.push_str(&format!(" {name:>27}"));
     }
     lines.push(header);
     for (name, values) in rows {

@@ -155,17 +155,18 @@ impl Fetchers {
         Ok(Self { stop, threads })
     }
 
+    /// Stops and joins the fetchers. Their errors were reported when they happened; only a
+    /// panic is new here.
     fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut first_error = None;
+        let mut panicked = false;
         for thread in self.threads {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => first_error = first_error.or(Some(error)),
-                Err(_) => first_error = first_error.or(Some(anyhow::anyhow!("fetcher panicked"))),
-            }
+            panicked |= thread.join().is_err();
         }
-        first_error.map_or(Ok(()), Err)
+        if panicked {
+            anyhow::bail!("a fetcher thread panicked");
+        }
+        Ok(())
     }
 }
 

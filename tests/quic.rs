@@ -552,6 +552,17 @@ async fn group_offsets_commit_fetch_and_resume() {
         .unwrap();
     let all = client.fetch_offsets("readers", &[]).await.unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
+
+    // Groups with only committed offsets are listed and described as Empty.
+    let groups = client.list_groups().await.unwrap();
+    let listed = groups
+        .iter()
+        .find(|g| g.group == "readers")
+        .unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!(listed.state, "Empty");
+    let described = client.describe_group("readers").await.unwrap();
+    assert_eq!(described.state, "Empty");
+    assert!(described.members.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

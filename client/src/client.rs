@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use quiver_protocol::{
     CommitOffsetsRequest, CommittedOffset, CreateTopicRequest, FetchOffsetsRequest, FetchPartition,
-    FetchRequest, FetchResponse, FrameType, ListOffsetsRequest, OffsetCommit, OffsetQuery, Request,
-    Response, TopicDescription, TopicInfo, TopicPartition, EARLIEST, LATEST,
+    FetchRequest, FetchResponse, FrameType, GroupDescription, GroupListing, ListOffsetsRequest,
+    OffsetCommit, OffsetQuery, Request, Response, TopicDescription, TopicInfo, TopicPartition,
+    EARLIEST, LATEST,
 };
 use tokio::sync::Mutex;
 
@@ -232,6 +233,28 @@ impl Client {
         match self.request(&request).await? {
             Response::FetchOffsets(o) => Ok(o),
             other => Err(unexpected(FrameType::FetchOffsets, &other)),
+        }
+    }
+
+    /// Every consumer group the broker knows (with members, or with committed offsets).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        match self.request(&Request::ListGroups).await? {
+            Response::ListGroups(g) => Ok(g),
+            other => Err(unexpected(FrameType::ListGroups, &other)),
+        }
+    }
+
+    /// A group's state and members; combine with [`Client::fetch_offsets`] and
+    /// [`Client::list_offset`] for committed offsets and lag.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        match self
+            .request(&Request::DescribeGroup {
+                group: group.to_string(),
+            })
+            .await?
+        {
+            Response::DescribeGroup(d) => Ok(d),
+            other => Err(unexpected(FrameType::DescribeGroup, &other)),
         }
     }
 

@@ -35,6 +35,7 @@ pub use consumer::{Consumer, ConsumerConfig, Subscription};
 pub use error::{Error, Result};
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};
 pub use quiver_protocol::{
-    Acks, CommittedOffset, ErrorCode, PartitionRecords, PartitionState, TopicDescription, TopicInfo,
+    Acks, CommittedOffset, ErrorCode, GroupDescription, GroupListing, GroupMember,
+    PartitionRecords, PartitionState, TopicDescription, TopicInfo,
 };
 pub use records::{ConsumerRecord, ProducerRecord};

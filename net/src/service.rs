@@ -172,6 +172,25 @@ pub struct GroupOffset {
     pub error_code: i16,
 }
 
+/// A consumer group as the coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: String,
+    pub protocol_type: String,
+}
+
+/// A consumer group's state and members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDetail {
+    pub group: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, client id, client host).
+    pub members: Vec<(String, String, String)>,
+}
+
 /// A topic with the state of each partition.
 #[derive(Debug, Clone)]
 pub struct TopicDescription {
@@ -347,6 +366,23 @@ impl<A: ShardAccess> Service<A> {
         self.access
             .run_on(CONTROLLER, move || async move {
                 local::fetch_offsets(&group, partitions).await
+            })
+            .await?
+    }
+}
+
+impl<A: ShardAccess> Service<A> {
+    /// Every group known to any shard's coordinator.
+    pub async fn list_groups(&self) -> ServiceResult<Vec<GroupSummary>> {
+        self.access
+            .run_on(CONTROLLER, || async { local::list_groups().await })
+            .await?
+    }
+
+    pub async fn describe_group(&self, group: String) -> ServiceResult<GroupDetail> {
+        self.access
+            .run_on(CONTROLLER, move || async move {
+                local::describe_group(&group).await
             })
             .await?
     }
@@ -774,6 +810,87 @@ pub mod local {
                     .unwrap_or(E::CoordinatorNotAvailable.code())
             })
             .collect())
+    }
+
+    const LIST_GROUPS_VERSION: i16 = 4;
+    const DESCRIBE_GROUPS_VERSION: i16 = 5;
+
+    pub async fn list_groups() -> ServiceResult<Vec<GroupSummary>> {
+        let response = groups::dispatch(
+            RequestKind::ListGroups(kafka_protocol::messages::ListGroupsRequest::default()),
+            LIST_GROUPS_VERSION,
+            &RequestContext::default(),
+        )
+        .await;
+        let Some(ResponseKind::ListGroups(response)) = response else {
+            return Err(ServiceError::rejected(
+                E::CoordinatorNotAvailable,
+                "group coordinator did not answer",
+            ));
+        };
+        if response.error_code != 0 {
+            return Err(ServiceError::Rejected {
+                code: response.error_code,
+                message: "listing groups failed".into(),
+            });
+        }
+        let mut out: Vec<GroupSummary> = response
+            .groups
+            .iter()
+            .map(|g| GroupSummary {
+                group: g.group_id.to_string(),
+                state: g.group_state.to_string(),
+                protocol_type: g.protocol_type.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(out)
+    }
+
+    pub async fn describe_group(group: &str) -> ServiceResult<GroupDetail> {
+        let request = kafka_protocol::messages::DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let response = groups::dispatch(
+            RequestKind::DescribeGroups(request),
+            DESCRIBE_GROUPS_VERSION,
+            &RequestContext::default(),
+        )
+        .await;
+        let Some(ResponseKind::DescribeGroups(response)) = response else {
+            return Err(ServiceError::rejected(
+                E::CoordinatorNotAvailable,
+                "group coordinator did not answer",
+            ));
+        };
+        let Some(g) = response.groups.into_iter().next() else {
+            return Err(ServiceError::rejected(
+                E::CoordinatorNotAvailable,
+                "group coordinator did not answer",
+            ));
+        };
+        if g.error_code != 0 {
+            return Err(ServiceError::Rejected {
+                code: g.error_code,
+                message: format!("describing group {group} failed"),
+            });
+        }
+        Ok(GroupDetail {
+            group: g.group_id.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+            protocol: g.protocol_data.to_string(),
+            members: g
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.client_id.to_string(),
+                        m.client_host.to_string(),
+                    )
+                })
+                .collect(),
+        })
     }
 
     pub async fn fetch_offsets(

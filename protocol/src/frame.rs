@@ -137,6 +137,8 @@ pub enum FrameType {
     DescribeTopic = 0x13,
     CommitOffsets = 0x20,
     FetchOffsets = 0x21,
+    ListGroups = 0x22,
+    DescribeGroup = 0x23,
     ProduceResponse = 0x81,
     FetchResponse = 0x82,
     /// One push of a subscription: sent any number of times for one SUBSCRIBE.
@@ -149,6 +151,8 @@ pub enum FrameType {
     DescribeTopicResponse = 0x93,
     CommitOffsetsResponse = 0xA0,
     FetchOffsetsResponse = 0xA1,
+    ListGroupsResponse = 0xA2,
+    DescribeGroupResponse = 0xA3,
     /// The request failed as a whole (or the stream is being closed for bad input).
     Error = 0xFF,
 }
@@ -168,6 +172,8 @@ impl FrameType {
             0x13 => DescribeTopic,
             0x20 => CommitOffsets,
             0x21 => FetchOffsets,
+            0x22 => ListGroups,
+            0x23 => DescribeGroup,
             0x81 => ProduceResponse,
             0x82 => FetchResponse,
             0x83 => Records,
@@ -179,6 +185,8 @@ impl FrameType {
             0x93 => DescribeTopicResponse,
             0xA0 => CommitOffsetsResponse,
             0xA1 => FetchOffsetsResponse,
+            0xA2 => ListGroupsResponse,
+            0xA3 => DescribeGroupResponse,
             0xFF => Error,
             _ => return None,
         })

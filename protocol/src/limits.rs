@@ -29,6 +29,11 @@ pub const MAX_CONFIGS_PER_REQUEST: usize = 256;
 /// the log; a real deployment has far fewer).
 pub const MAX_TOPICS_PER_RESPONSE: usize = 100_000;
 
+/// Groups in one LIST_GROUPS response and members in one DESCRIBE_GROUP response (the
+/// coordinator's own limits are far below these).
+pub const MAX_GROUPS_PER_RESPONSE: usize = 1_000_000;
+pub const MAX_GROUP_MEMBERS_PER_RESPONSE: usize = 100_000;
+
 /// Bidirectional streams a client may have open on one connection at once (QUIC
 /// `initial_max_streams_bidi`). The client uses one per produced or subscribed partition
 /// plus a few control streams.

@@ -232,6 +232,33 @@ pub struct CommittedOffset {
     pub error: ErrorCode,
 }
 
+/// A consumer group as LIST_GROUPS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group: String,
+    /// Kafka's group states: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead.
+    pub state: String,
+    /// "consumer" for Kafka consumer groups; empty for groups with only commits.
+    pub protocol_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignment strategy chosen (e.g. "range"), empty when none.
+    pub protocol: String,
+    pub members: Vec<GroupMember>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorResponse {
     pub code: ErrorCode,
@@ -252,6 +279,8 @@ pub enum Request {
     DescribeTopic { name: String },
     CommitOffsets(CommitOffsetsRequest),
     FetchOffsets(FetchOffsetsRequest),
+    ListGroups,
+    DescribeGroup { group: String },
 }
 
 /// Every frame a broker may send.
@@ -269,6 +298,8 @@ pub enum Response {
     DescribeTopic(TopicDescription),
     CommitOffsets(Vec<PartitionResult>),
     FetchOffsets(Vec<CommittedOffset>),
+    ListGroups(Vec<GroupListing>),
+    DescribeGroup(GroupDescription),
     Error(ErrorResponse),
 }
 
@@ -284,6 +315,8 @@ const MIN_OFFSET_COMMIT: usize = 2 + 4 + 8 + 2;
 const MIN_PARTITION_RESULT: usize = 2 + 4 + 2;
 const MIN_TOPIC_PARTITION: usize = 2 + 4;
 const MIN_COMMITTED_OFFSET: usize = 2 + 4 + 8 + 2 + 2;
+const MIN_GROUP_LISTING: usize = 2 + 2 + 2;
+const MIN_GROUP_MEMBER: usize = 2 + 2 + 2;
 
 fn with_header(frame_type: FrameType, request_id: u64, body: Writer) -> Vec<Bytes> {
     let mut chunks = body.into_chunks();
@@ -367,6 +400,8 @@ impl Request {
             Request::DescribeTopic { .. } => FrameType::DescribeTopic,
             Request::CommitOffsets(_) => FrameType::CommitOffsets,
             Request::FetchOffsets(_) => FrameType::FetchOffsets,
+            Request::ListGroups => FrameType::ListGroups,
+            Request::DescribeGroup { .. } => FrameType::DescribeGroup,
         }
     }
 
@@ -416,7 +451,8 @@ impl Request {
                 put_configs(&mut w, &c.configs);
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => w.string(name),
-            Request::ListTopics => {}
+            Request::DescribeGroup { group } => w.string(group),
+            Request::ListTopics | Request::ListGroups => {}
             Request::CommitOffsets(c) => {
                 w.string(&c.group);
                 w.u32(c.offsets.len() as u32);
@@ -551,6 +587,10 @@ impl Request {
                 }
                 Request::FetchOffsets(FetchOffsetsRequest { group, partitions })
             }
+            FrameType::ListGroups => Request::ListGroups,
+            FrameType::DescribeGroup => Request::DescribeGroup {
+                group: r.string("group")?,
+            },
             other => return Err(FrameError::UnexpectedType(other)),
         };
         r.finish()?;
@@ -572,6 +612,8 @@ impl Response {
             Response::DescribeTopic(_) => FrameType::DescribeTopicResponse,
             Response::CommitOffsets(_) => FrameType::CommitOffsetsResponse,
             Response::FetchOffsets(_) => FrameType::FetchOffsetsResponse,
+            Response::ListGroups(_) => FrameType::ListGroupsResponse,
+            Response::DescribeGroup(_) => FrameType::DescribeGroupResponse,
             Response::Error(_) => FrameType::Error,
         }
     }
@@ -648,6 +690,26 @@ impl Response {
                     w.i64(o.offset);
                     w.string(&o.metadata);
                     w.i16(o.error.0);
+                }
+            }
+            Response::ListGroups(gs) => {
+                w.u32(gs.len() as u32);
+                for g in gs {
+                    w.string(&g.group);
+                    w.string(&g.state);
+                    w.string(&g.protocol_type);
+                }
+            }
+            Response::DescribeGroup(d) => {
+                w.string(&d.group);
+                w.string(&d.state);
+                w.string(&d.protocol_type);
+                w.string(&d.protocol);
+                w.u32(d.members.len() as u32);
+                for m in &d.members {
+                    w.string(&m.member_id);
+                    w.string(&m.client_id);
+                    w.string(&m.client_host);
                 }
             }
             Response::Error(e) => {
@@ -768,6 +830,40 @@ impl Response {
                     });
                 }
                 Response::FetchOffsets(out)
+            }
+            FrameType::ListGroupsResponse => {
+                let n = r.count("groups", MAX_GROUPS_PER_RESPONSE, MIN_GROUP_LISTING)?;
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push(GroupListing {
+                        group: r.string("group")?,
+                        state: r.string("state")?,
+                        protocol_type: r.string("protocol type")?,
+                    });
+                }
+                Response::ListGroups(out)
+            }
+            FrameType::DescribeGroupResponse => {
+                let group = r.string("group")?;
+                let state = r.string("state")?;
+                let protocol_type = r.string("protocol type")?;
+                let protocol = r.string("protocol")?;
+                let n = r.count("members", MAX_GROUP_MEMBERS_PER_RESPONSE, MIN_GROUP_MEMBER)?;
+                let mut members = Vec::with_capacity(n);
+                for _ in 0..n {
+                    members.push(GroupMember {
+                        member_id: r.string("member id")?,
+                        client_id: r.string("client id")?,
+                        client_host: r.string("client host")?,
+                    });
+                }
+                Response::DescribeGroup(GroupDescription {
+                    group,
+                    state,
+                    protocol_type,
+                    protocol,
+                    members,
+                })
             }
             FrameType::Error => Response::Error(ErrorResponse {
                 code: ErrorCode(r.i16("error code")?),
@@ -905,6 +1001,8 @@ mod tests {
         round_trip_request(Request::DeleteTopic { name: "t".into() });
         round_trip_request(Request::ListTopics);
         round_trip_request(Request::DescribeTopic { name: "t".into() });
+        round_trip_request(Request::ListGroups);
+        round_trip_request(Request::DescribeGroup { group: "g".into() });
         round_trip_request(Request::CommitOffsets(CommitOffsetsRequest {
             group: "g".into(),
             offsets: vec![OffsetCommit {
@@ -982,6 +1080,22 @@ mod tests {
             metadata: String::new(),
             error: ErrorCode::NONE,
         }]));
+        round_trip_response(Response::ListGroups(vec![GroupListing {
+            group: "g".into(),
+            state: "Empty".into(),
+            protocol_type: String::new(),
+        }]));
+        round_trip_response(Response::DescribeGroup(GroupDescription {
+            group: "g".into(),
+            state: "Stable".into(),
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            members: vec![GroupMember {
+                member_id: "m-1".into(),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+            }],
+        }));
         round_trip_response(Response::error(ErrorCode::INVALID_REQUEST, "nope"));
     }
 

@@ -10,9 +10,10 @@ use quiver_protocol::limits::{
     MAX_FETCH_WAIT_MS, MAX_RESPONSE_BODY_BYTES, MAX_SUBSCRIBE_PUSH_BYTES,
 };
 use quiver_protocol::{
-    CommittedOffset, ErrorCode, FetchResponse, InitProducerIdResponse, ListOffsetsResponse,
-    PartitionOffset, PartitionRecords, PartitionResult, PartitionState, Request, Response,
-    SubscribeRequest, TopicDescription, TopicInfo, EARLIEST, LATEST,
+    CommittedOffset, ErrorCode, FetchResponse, GroupDescription, GroupListing, GroupMember,
+    InitProducerIdResponse, ListOffsetsResponse, PartitionOffset, PartitionRecords,
+    PartitionResult, PartitionState, Request, Response, SubscribeRequest, TopicDescription,
+    TopicInfo, EARLIEST, LATEST,
 };
 
 use super::server::{records_frame, subscription_read, STREAM_ERROR_PROTOCOL};
@@ -208,6 +209,36 @@ pub(super) async fn handle(service: &Service<ExternalHandle>, request: Request) 
                         })
                         .collect(),
                 )
+            }
+            Request::ListGroups => Response::ListGroups(
+                service
+                    .list_groups()
+                    .await?
+                    .into_iter()
+                    .map(|g| GroupListing {
+                        group: g.group,
+                        state: g.state,
+                        protocol_type: g.protocol_type,
+                    })
+                    .collect(),
+            ),
+            Request::DescribeGroup { group } => {
+                let d = service.describe_group(group).await?;
+                Response::DescribeGroup(GroupDescription {
+                    group: d.group,
+                    state: d.state,
+                    protocol_type: d.protocol_type,
+                    protocol: d.protocol,
+                    members: d
+                        .members
+                        .into_iter()
+                        .map(|(member_id, client_id, client_host)| GroupMember {
+                            member_id,
+                            client_id,
+                            client_host,
+                        })
+                        .collect(),
+                })
             }
             Request::Produce(_) | Request::Subscribe(_) => Response::error(
                 ErrorCode::INVALID_REQUEST,

@@ -140,7 +140,11 @@ impl BatchEncoder {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: index as i64,
-                sequence: -1,
+                // The encoder starts a new batch wherever `offset - sequence` changes, so
+                // the sequence must advance with the offset: -1 (no sequence, as for any
+                // non-idempotent producer) on the first record, which becomes the batch's
+                // baseSequence, and one more on each after it.
+                sequence: index as i32 - 1,
                 timestamp: batch_timestamp_ms,
                 key: key_range.map(|(s, e)| values.slice(s..e)),
                 value: Some(values.slice(start..end)),
@@ -162,6 +166,7 @@ impl BatchEncoder {
 /// What a consumer learned from one partition's `records` bytes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WalkSummary {
+    pub batches: u64,
     pub records: u64,
     pub value_bytes: u64,
     /// Offset to fetch next (one past the last complete batch), if any batch was complete.
@@ -214,6 +219,7 @@ pub fn walk_batches(
             batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4].try_into()?,
         );
         summary.next_offset = Some(base_offset + last_offset_delta as i64 + 1);
+        summary.batches += 1;
         if attributes & CONTROL_BATCH_BIT != 0 {
             continue;
         }
@@ -319,6 +325,9 @@ mod tests {
                 let bytes = out.freeze();
                 let mut seen = Vec::new();
                 let summary = walk_batches(&bytes, true, |ns| seen.push(ns)).unwrap();
+                // One batch per encode call (the crate splits batches at any change of
+                // offset minus sequence; a regression here made every record a batch).
+                assert_eq!(summary.batches, 2);
                 assert_eq!(summary.records, 53);
                 assert_eq!(summary.value_bytes, 50 * 1024 + 300);
                 assert_eq!(seen.len(), 53);
@@ -326,6 +335,9 @@ mod tests {
                 assert_eq!(seen[49], 1_000_049);
                 // Both batches start at offset 0 (the broker assigns real offsets).
                 assert_eq!(summary.next_offset, Some(3));
+                let first = &bytes[..];
+                // baseSequence -1: a non-idempotent producer's batch.
+                assert_eq!(i32::from_be_bytes(first[53..57].try_into().unwrap()), -1);
             }
         }
     }

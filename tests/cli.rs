@@ -238,6 +238,15 @@ fn topic_produce_consume_round_trip() {
     let group = broker.cli(&["group", "describe", "g1"], b"");
     assert_ok(&group);
     assert!(stdout(&group).contains("orders"), "{}", stdout(&group));
+    let listed = broker.cli(&["group", "list"], b"");
+    assert_ok(&listed);
+    assert!(
+        stdout(&listed)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("g1")),
+        "{}",
+        stdout(&listed)
+    );
 
     let deleted = broker.cli(&["topic", "delete", "orders"], b"");
     assert_ok(&deleted);

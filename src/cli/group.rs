@@ -1,8 +1,7 @@
 //! `quiver group list|describe`.
 //!
-//! `quiver/1` offers committed offsets per group (FETCH_OFFSETS) but no request that
-//! enumerates groups or their members, so `describe` shows committed offsets and lag,
-//! and `list` explains where to get the list instead (the Kafka port's ListGroups).
+//! `list` uses quiver/1's LIST_GROUPS (every group the broker coordinates, with its
+//! state); `describe` shows committed offsets and lag (FETCH_OFFSETS).
 
 use std::collections::HashMap;
 
@@ -12,9 +11,10 @@ use quiver_client::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCommand {
-    /// List consumer groups. Not available over quiver/1 yet (the protocol has no
-    /// request for it): use a Kafka tool on the Kafka port, e.g.
-    /// `kafka-consumer-groups.sh --bootstrap-server 127.0.0.1:9092 --list`.
+    /// List consumer groups with their state.
+    ///
+    /// Example:
+    ///   quiver group list
     List,
     /// Show a group's committed offsets, each partition's log end offset and the lag.
     /// (Members and assignments are not in quiver/1 yet.)
@@ -34,18 +34,22 @@ impl GroupCommand {
     /// Commands that need no broker.
     pub fn offline(&self) -> Option<anyhow::Result<()>> {
         match self {
-            GroupCommand::List => Some(Err(anyhow::anyhow!(
-                "listing groups is not part of the quiver/1 protocol yet. Describe a known \
-                 group with `quiver group describe GROUP`, or list them over the Kafka port: \
-                 kafka-consumer-groups.sh --bootstrap-server 127.0.0.1:9092 --list"
-            ))),
-            GroupCommand::Describe { .. } => None,
+            GroupCommand::List | GroupCommand::Describe { .. } => None,
         }
     }
 
     pub async fn run(self, client: &Client) -> anyhow::Result<()> {
-        let GroupCommand::Describe { group, topic } = self else {
-            return self.offline().unwrap_or(Ok(()));
+        let (group, topic) = match self {
+            GroupCommand::List => {
+                let mut groups = client.list_groups().await.context("listing groups")?;
+                groups.sort_by(|a, b| a.group.cmp(&b.group));
+                println!("{:<40} {:<22} {}", "GROUP", "STATE", "PROTOCOL-TYPE");
+                for g in groups {
+                    println!("{:<40} {:<22} {}", g.group, g.state, g.protocol_type);
+                }
+                return Ok(());
+            }
+            GroupCommand::Describe { group, topic } => (group, topic),
         };
         let mut offsets = client
             .fetch_offsets(&group, &[])

@@ -7,7 +7,7 @@
 #   3. end-to-end latency (OMB classic) and a lone 1 KiB acks=1 message's latency, on the
 #      default broker (fdatasync per group commit) and on one started with --flush-ms 5, with
 #      the same lone-message run against the sink as the latency floor (loopback, scheduling,
-#      the generator);
+#      the generator); lone-message runs have no consumer, so they time the publish alone;
 #   4. a reference run with confluent-kafka (librdkafka) when PYTHON has it;
 #   5. the shipped workload set, one result JSON + SVG each;
 #   6. iperf3 again, so drift during the run shows.
@@ -186,17 +186,18 @@ for rep in $(seq 1 "$reps"); do
         --subscriptions 0 --acks 1
     stop_broker
     run "sink lone 1KiB" "$sink" "$sink_pid" low-latency --duration-s $((duration_s * 2)) \
-        --warmup-s 2 --group-protocol explicit
+        --warmup-s 2 --subscriptions 0
     run "sink consumer" "$sink" "$sink_pid" consumer-catchup "${common[@]}" --preload-bytes 0 \
         --group-protocol explicit
     start_broker default
     run "quiver consumer recent data" "$broker" "$broker_pid" consumer-catchup "${common[@]}"
     run "quiver e2e omb-classic" "$broker" "$broker_pid" omb-classic --duration-s "$duration_s" --warmup-s 3
-    run "quiver lone 1KiB acks=1" "$broker" "$broker_pid" low-latency --duration-s $((duration_s * 2)) --warmup-s 2
+    run "quiver lone 1KiB acks=1" "$broker" "$broker_pid" low-latency --duration-s $((duration_s * 2)) \
+        --warmup-s 2 --subscriptions 0
     stop_broker
     start_broker flush5 --flush-ms 5
     run "quiver(flush-ms=5) lone 1KiB acks=1" "$broker" "$broker_pid" low-latency \
-        --duration-s $((duration_s * 2)) --warmup-s 2
+        --duration-s $((duration_s * 2)) --warmup-s 2 --subscriptions 0
     stop_broker
 done
 

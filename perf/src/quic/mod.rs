@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quiver_client::{Client, ClientConfig, ErrorCode};
+use quiver_protocol::limits::MAX_STREAMS_PER_CONNECTION;
 
 use crate::kafka::cluster::TopicLayout;
 use crate::kafka::{run_with, RunArgs, Transport};
@@ -116,6 +117,10 @@ pub fn run(args: QuicArgs) -> Result<()> {
     result
 }
 
+/// Partitions one producer or consumer can hold streams for on its connection: one stream each,
+/// plus the control stream (admin, offset commits).
+pub const MAX_PARTITIONS_PER_CONNECTION: u32 = MAX_STREAMS_PER_CONNECTION - 1;
+
 /// Creates `topics` with `partitions` each over QUIC (an existing topic is used as is, as
 /// the Kafka driver does). Every partition's "leader" is the QUIC listener: one broker.
 pub fn create_topics(
@@ -123,6 +128,12 @@ pub fn create_topics(
     topics: &[String],
     partitions: u32,
 ) -> Result<Vec<TopicLayout>> {
+    if partitions > MAX_PARTITIONS_PER_CONNECTION {
+        bail!(
+            "{partitions} partitions per topic: over QUIC a producer holds a stream per \
+             partition, at most {MAX_PARTITIONS_PER_CONNECTION} per connection"
+        );
+    }
     target.runtime.block_on(async {
         let client = target.connect().await?;
         let mut layouts = Vec::with_capacity(topics.len());
@@ -136,6 +147,12 @@ pub fn create_topics(
                 .partition_count(name)
                 .await
                 .with_context(|| format!("describing topic {name}"))?;
+            if count > MAX_PARTITIONS_PER_CONNECTION as i32 {
+                bail!(
+                    "topic {name} has {count} partitions: over QUIC a producer holds a stream \
+                     per partition, at most {MAX_PARTITIONS_PER_CONNECTION} per connection"
+                );
+            }
             if count != partitions as i32 {
                 eprintln!(
                     "quiver-perf: topic {name} exists with {count} partitions (workload asks \

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sync::oneshot;
 use bytes::Bytes;
-use futures::channel::oneshot;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::batch;

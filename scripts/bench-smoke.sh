@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every criterion bench of quiver-benches in seconds, so CI notices when one breaks.
+# Runs every criterion bench of quiver-benches (every [[bench]] target: engine, kafka_codec,
+# hop) in seconds, so CI notices when one breaks.
 #
 #   scripts/bench-smoke.sh          each bench body runs once (criterion's --test mode)
 #   scripts/bench-smoke.sh --quick  short timed runs: criterion --quick, 0.2 s warm-up,
@@ -12,10 +13,10 @@ cd "$(dirname "$0")/.."
 mode="${1:-test}"
 case "$mode" in
   test | --test)
-    exec cargo bench -p quiver-benches --bench engine -- --test
+    exec cargo bench -p quiver-benches -- --test
     ;;
   quick | --quick)
-    exec cargo bench -p quiver-benches --bench engine -- \
+    exec cargo bench -p quiver-benches -- \
       --quick --warm-up-time 0.2 --measurement-time 0.5
     ;;
   *)

@@ -13,6 +13,7 @@ pub mod log;
 pub mod producer_state;
 pub mod recovery;
 pub mod runtime;
+pub mod sync;
 pub mod types;
 
 pub use error::{EngineError, Result};

@@ -19,6 +19,22 @@ pub const MIN_WRITE_ALIGNMENT_BYTES: u64 = 4096;
 /// its sync with the disk idle.
 pub const MAX_FLUSH_ROUND_BYTES: usize = 8 * 1024 * 1024;
 
+/// The active segment is kept zero-filled this far ahead of its appends while the
+/// partition's flush rounds are small (latency-bound traffic). ext4 can only run an
+/// O_DIRECT write inline from io_uring when it overwrites blocks that are allocated and
+/// written; an append that extends the file (or lands in fallocate's unwritten extents)
+/// takes the inode lock and is handed to an io_uring worker thread, which cost a lone
+/// message ~100 us here (docs/benchmarks.md). One zero-fill write covers this many bytes.
+pub const ZERO_FILL_CHUNK_BYTES: u64 = 512 * 1024;
+
+/// A zero fill starts when fewer than this many zeroed bytes remain ahead of the appends.
+pub const ZERO_FILL_LOW_WATER_BYTES: u64 = 256 * 1024;
+
+/// Rounds up to this size count as latency-bound and keep the zero fill going; larger
+/// rounds (throughput-bound traffic) extend the file directly, so the disk does not
+/// write every byte twice when bandwidth is what matters.
+pub const ZERO_FILL_MAX_ROUND_BYTES: usize = 64 * 1024;
+
 /// At most this many staged-but-unwritten bytes per partition. Appends beyond it wait for
 /// the in-flight group commit to finish (back-pressure), they are never dropped.
 pub const MAX_UNFLUSHED_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
@@ -75,6 +91,8 @@ pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
 const _: () = assert!(MIN_WRITE_ALIGNMENT_BYTES.is_power_of_two());
+const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
+const _: () = assert!(ZERO_FILL_LOW_WATER_BYTES < ZERO_FILL_CHUNK_BYTES);
 const _: () = assert!((STAGING_COALESCE_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
 const _: () = assert!(STAGING_COALESCE_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);
 const _: () = assert!(MAX_BATCH_BYTES <= MAX_UNFLUSHED_BYTES_PER_PARTITION);

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sync::oneshot;
 use bytes::Bytes;
-use futures::channel::oneshot;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::batch;
@@ -193,6 +193,8 @@ struct Segment {
     /// The most recent buffer holding this segment's last bytes (written or not), used to
     /// start the next write at an aligned position.
     last_chunk: Option<TailChunk>,
+    /// File bytes known to be written (data or zero fill): appends below it overwrite.
+    zeroed_end: u64,
 }
 
 impl Drop for Segment {
@@ -231,6 +233,17 @@ pub struct LogStats {
     pub fdatasyncs: u64,
     pub bytes_written: u64,
     pub segments_sealed: u64,
+    /// Zero bytes written ahead of appends (see `ZERO_FILL_CHUNK_BYTES`).
+    pub zero_fill_bytes: u64,
+}
+
+/// A zero-fill write in flight: `[start, end)` of the segment based at `segment_base`.
+/// Data writes into that range wait for it (else zeros could land over data).
+struct ZeroFill {
+    segment_base: Offset,
+    start: u64,
+    end: u64,
+    done: glommio::task::JoinHandle<()>,
 }
 
 struct Waiter {
@@ -266,6 +279,7 @@ struct LogState {
     producers: ProducerStateTable,
     alignment: u64,
     stats: LogStats,
+    zero_fill: Option<ZeroFill>,
 }
 
 /// A partition log. Clone the `Rc` to share it between tasks on its core.
@@ -431,6 +445,7 @@ impl PartitionLog {
                 producers,
                 alignment,
                 stats: LogStats::default(),
+                zero_fill: None,
             }),
         });
         // No borrow is held here: the flusher may be polled before spawn_local returns.
@@ -721,6 +736,7 @@ impl PartitionLog {
                     .count();
                 st.queue.drain(..take).collect()
             };
+            self.maybe_zero_fill(&jobs);
             let mut result = match (written.is_empty(), jobs.is_empty()) {
                 (true, true) => Ok(()),
                 (true, false) => self.write_jobs(&jobs).await,
@@ -763,6 +779,17 @@ impl PartitionLog {
     /// buffer once both writes are done (and before the sync) makes the result exact
     /// while the big writes keep their queue depth.
     async fn write_jobs(&self, jobs: &[FlushJob]) -> Result<()> {
+        let overlapping = jobs.iter().any(|j| {
+            let st = self.state.borrow();
+            st.zero_fill.as_ref().is_some_and(|z| {
+                z.segment_base == j.segment_base
+                    && j.chunk.position < z.end
+                    && j.chunk.position + j.write_buf.len() as u64 > z.start
+            })
+        });
+        if overlapping {
+            self.finish_zero_fill(None).await;
+        }
         let writes = jobs.iter().map(|j| {
             let file = Rc::clone(&j.file);
             let buf = Rc::clone(&j.write_buf);
@@ -920,6 +947,87 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Keeps the active segment zero-filled ahead of small rounds (see
+    /// `ZERO_FILL_CHUNK_BYTES` for why). Starts at most one fill at a time, past every
+    /// byte appended so far, so no data write in flight can overlap it; later rounds
+    /// that reach into it wait for it in `write_jobs`.
+    fn maybe_zero_fill(self: &Rc<Self>, jobs: &[FlushJob]) {
+        let round_bytes: usize = jobs.iter().map(|j| j.chunk.data.len()).sum();
+        if jobs.is_empty() || round_bytes > ZERO_FILL_MAX_ROUND_BYTES {
+            return;
+        }
+        let fill = {
+            let st = self.state.borrow();
+            if st.zero_fill.is_some() || st.failed {
+                return;
+            }
+            let Some(seg) = st.segments.last().filter(|s| !s.sealed) else {
+                return;
+            };
+            let limit = align_up(
+                st.config.segment_bytes.min(MAX_SEGMENT_BYTES),
+                MIN_WRITE_ALIGNMENT_BYTES,
+            );
+            let appended_end = align_up(seg.size, st.alignment.max(MIN_WRITE_ALIGNMENT_BYTES));
+            if seg.zeroed_end >= appended_end + ZERO_FILL_LOW_WATER_BYTES
+                || appended_end >= limit
+            {
+                return;
+            }
+            let start = seg.zeroed_end.max(appended_end);
+            let end = (start + ZERO_FILL_CHUNK_BYTES).min(limit);
+            if end <= start {
+                return;
+            }
+            (seg.base_offset, Rc::clone(&seg.file), start, end)
+        };
+        let (segment_base, file, start, end) = fill;
+        let log = Rc::clone(self);
+        let done = glommio::spawn_local(async move {
+            let mut zeros = file.alloc_dma_buffer((end - start) as usize);
+            zeros.as_bytes_mut().fill(0);
+            let ok = file.write_at(zeros, start).await.is_ok();
+            let mut st = log.state.borrow_mut();
+            if ok {
+                st.stats.zero_fill_bytes += end - start;
+                if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == segment_base) {
+                    seg.zeroed_end = seg.zeroed_end.max(end);
+                }
+            }
+            // A failed fill only costs speed: appends there extend the file as before.
+            if st
+                .zero_fill
+                .as_ref()
+                .is_some_and(|z| z.segment_base == segment_base && z.start == start)
+            {
+                st.zero_fill = None;
+            }
+        })
+        .detach();
+        // `detach` keeps the task running if the handle is dropped; the handle is kept
+        // only to wait for it.
+        self.state.borrow_mut().zero_fill = Some(ZeroFill {
+            segment_base,
+            start,
+            end,
+            done,
+        });
+    }
+
+    /// Waits for the zero fill in flight (only one on `segment`, when given).
+    async fn finish_zero_fill(&self, segment: Option<Offset>) {
+        let fill = {
+            let mut st = self.state.borrow_mut();
+            match &st.zero_fill {
+                Some(z) if segment.is_none_or(|b| b == z.segment_base) => st.zero_fill.take(),
+                _ => None,
+            }
+        };
+        if let Some(z) = fill {
+            z.done.await;
+        }
+    }
+
     /// Under an interval policy, an idle partition still gets its last writes synced
     /// within one interval. At most one timer is armed per log.
     fn schedule_interval_sync(self: &Rc<Self>, interval: Duration, files: Vec<Rc<DmaFile>>) {
@@ -980,6 +1088,8 @@ impl PartitionLog {
             };
             (summary, seg.index.encode(&summary), st.dir.clone())
         };
+        // A zero fill landing after the truncate would grow the sealed file again.
+        self.finish_zero_fill(Some(base)).await;
         file.truncate(summary.size_bytes)
             .await
             .map_err(gio("truncate", path))?;
@@ -1373,6 +1483,7 @@ async fn create_segment(dir: &Path, base: Offset) -> Result<Segment> {
         tail: VecDeque::new(),
         tail_bytes: 0,
         last_chunk: None,
+        zeroed_end: 0,
     })
 }
 
@@ -1410,6 +1521,7 @@ async fn recover_segment(
                             tail: VecDeque::new(),
                             tail_bytes: 0,
                             last_chunk: None,
+                            zeroed_end: file_size,
                         },
                         true,
                     ));
@@ -1491,6 +1603,7 @@ async fn recover_segment(
             tail: VecDeque::new(),
             tail_bytes: 0,
             last_chunk,
+            zeroed_end: valid_len,
         },
         clean || is_last,
     ))

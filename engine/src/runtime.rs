@@ -6,15 +6,19 @@
 //! that runs on the owning shard, never a lock on shared data.
 
 use std::future::Future;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::error::{EngineError, Result};
 use crate::limits::{IO_MEMORY_BYTES_PER_SHARD, SHARD_CHANNEL_CAPACITY};
+use crate::sync::{self, oneshot, ShardTask};
 use crate::types::ShardId;
 
 /// The shard that owns `partition` of `topic` among `shard_count` shards. Spreads the
@@ -23,8 +27,6 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> ShardId {
     let start = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
     ShardId((start.wrapping_add(partition as u64) % shard_count.max(1) as u64) as usize)
 }
-
-type ShardTask = Box<dyn FnOnce() + Send>;
 
 /// A shard's handle on the runtime: who it is and how to reach the others.
 #[derive(Clone)]
@@ -45,7 +47,8 @@ impl ShardContext {
 
     /// Runs `f` on `shard` and returns its result here. On the same shard it runs
     /// inline; otherwise the closure hops over the mesh (waiting if that channel is
-    /// full) and the result comes back over a oneshot. Neither reactor blocks.
+    /// full) and the result comes back over the mesh too ([`sync::oneshot`]: no task is
+    /// woken from another thread). Neither reactor blocks.
     pub async fn run_on<R, F, Fut>(&self, shard: ShardId, f: F) -> Result<R>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -73,24 +76,107 @@ impl ShardContext {
 /// A way into the shards from threads that are not shards (the QUIC endpoint runs on
 /// its own tokio thread). Cloneable and `Send`; each shard drains its inbox, a bounded
 /// channel, so a flood from outside waits instead of growing memory.
+///
+/// The shard never registers a waker with the inbox (a tokio thread would then wake a
+/// glommio task: see [`sync`]). Instead a sender rings the shard's doorbell, one byte on
+/// a Unix socket that the shard reads through its own io_uring, and the shard drains the
+/// inbox after each ring. A flag keeps it to one byte per batch of tasks.
 #[derive(Clone)]
 pub struct ExternalHandle {
-    inboxes: Vec<futures::channel::mpsc::Sender<ShardTask>>,
+    inboxes: Vec<Inbox>,
+}
+
+#[derive(Clone)]
+struct Inbox {
+    tasks: futures::channel::mpsc::Sender<ShardTask>,
+    bell: Arc<Doorbell>,
+}
+
+struct Doorbell {
+    writer: UnixStream,
+    /// Set by the ringer, cleared by the shard before it drains.
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        if !self.rung.swap(true, Ordering::SeqCst) {
+            // Non-blocking: WouldBlock means bytes are already waiting to be read, so the
+            // shard will drain anyway; any other error means the shard is gone.
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
 }
 
 /// The receiving ends of an [`ExternalHandle`], one per shard, for [`run_with_external`].
-pub struct ExternalInboxes(Vec<futures::channel::mpsc::Receiver<ShardTask>>);
+pub struct ExternalInboxes(Vec<ShardInbox>);
+
+struct ShardInbox {
+    tasks: futures::channel::mpsc::Receiver<ShardTask>,
+    bell_reader: UnixStream,
+    bell: Arc<Doorbell>,
+}
+
+impl ShardInbox {
+    /// Runs every task sent to this shard from outside until all handles are dropped.
+    async fn serve(self) {
+        use futures::AsyncReadExt;
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::io::FromRawFd;
+        let ShardInbox {
+            mut tasks,
+            bell_reader,
+            bell,
+        } = self;
+        // SAFETY: the fd comes from a socket we own (into_raw_fd gives up ownership), so
+        // the glommio stream is its only owner.
+        let mut reader =
+            unsafe { glommio::net::UnixStream::from_raw_fd(bell_reader.into_raw_fd()) };
+        let mut rings = [0u8; 64];
+        loop {
+            bell.rung.store(false, Ordering::SeqCst);
+            loop {
+                match tasks.try_recv() {
+                    Ok(task) => task(),
+                    Err(futures::channel::mpsc::TryRecvError::Closed) => return,
+                    Err(_) => break,
+                }
+            }
+            match reader.read(&mut rings).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+}
 
 impl ExternalHandle {
     /// A handle for `shards` shards and the inboxes to pass to [`run_with_external`].
     pub fn new(shards: usize) -> (ExternalHandle, ExternalInboxes) {
-        let (senders, receivers) = (0..shards)
-            .map(|_| futures::channel::mpsc::channel(SHARD_CHANNEL_CAPACITY))
-            .unzip();
-        (
-            ExternalHandle { inboxes: senders },
-            ExternalInboxes(receivers),
-        )
+        let mut inboxes = Vec::with_capacity(shards);
+        let mut receivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = futures::channel::mpsc::channel(SHARD_CHANNEL_CAPACITY);
+            // A socketpair cannot fail short of fd exhaustion at start-up.
+            let (writer, reader) = UnixStream::pair().expect("socketpair for a shard doorbell");
+            writer
+                .set_nonblocking(true)
+                .expect("non-blocking doorbell socket");
+            let bell = Arc::new(Doorbell {
+                writer,
+                rung: AtomicBool::new(false),
+            });
+            inboxes.push(Inbox {
+                tasks: tx,
+                bell: Arc::clone(&bell),
+            });
+            receivers.push(ShardInbox {
+                tasks: rx,
+                bell_reader: reader,
+                bell,
+            });
+        }
+        (ExternalHandle { inboxes }, ExternalInboxes(receivers))
     }
 
     pub fn shard_count(&self) -> usize {
@@ -105,7 +191,7 @@ impl ExternalHandle {
         R: Send + 'static,
     {
         use futures::SinkExt;
-        let mut inbox = self
+        let Inbox { mut tasks, bell } = self
             .inboxes
             .get(shard.0)
             .cloned()
@@ -117,7 +203,8 @@ impl ExternalHandle {
             })
             .detach();
         });
-        inbox.send(task).await.map_err(|_| EngineError::ShardGone)?;
+        tasks.send(task).await.map_err(|_| EngineError::ShardGone)?;
+        bell.ring();
         rx.await.map_err(|_| EngineError::ShardGone)
     }
 }
@@ -128,6 +215,11 @@ pub struct RuntimeConfig {
     /// CPU ids to pin one shard each to.
     pub cpus: Vec<usize>,
     pub io_memory_bytes: usize,
+    /// How long an idle shard keeps polling (its rings, the mesh, timers) before it
+    /// parks in the kernel. Parking costs a wake-up (eventfd, scheduler, and glommio's
+    /// membarrier) on the next message, tens of microseconds on a shared 2-core
+    /// machine; spinning costs CPU while idle. `None`: park at once.
+    pub spin_before_park: Option<std::time::Duration>,
 }
 
 impl RuntimeConfig {
@@ -139,6 +231,7 @@ impl RuntimeConfig {
         RuntimeConfig {
             cpus: (0..n).collect(),
             io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD,
+            spin_before_park: None,
         }
     }
 }
@@ -274,21 +367,24 @@ where
     ensure_memlock(config)?;
     // Shard ids come from the mesh join order, so inboxes are handed out by id once
     // each executor knows its id.
-    let inboxes: std::sync::Arc<
-        std::sync::Mutex<Vec<Option<futures::channel::mpsc::Receiver<ShardTask>>>>,
-    > = std::sync::Arc::new(std::sync::Mutex::new(
+    let inboxes: Arc<std::sync::Mutex<Vec<Option<ShardInbox>>>> = Arc::new(std::sync::Mutex::new(
         inboxes.0.into_iter().map(Some).collect(),
     ));
+    let runtime_id = sync::new_runtime_id();
     let count = config.cpus.len();
     let mesh = MeshBuilder::<ShardTask, _>::full(count, SHARD_CHANNEL_CAPACITY);
     let mut handles = Vec::with_capacity(count);
     for &cpu in &config.cpus {
         let mesh = mesh.clone();
         let per_shard = per_shard.clone();
-        let inboxes = std::sync::Arc::clone(&inboxes);
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let inboxes = Arc::clone(&inboxes);
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{cpu}"))
-            .io_memory(config.io_memory_bytes)
+            .io_memory(config.io_memory_bytes);
+        if let Some(spin) = config.spin_before_park {
+            builder = builder.spin_before_park(spin);
+        }
+        let handle = builder
             .spawn(move || async move {
                 let (senders, mut receivers) = match mesh.join().await {
                     Ok(pair) => pair,
@@ -298,19 +394,16 @@ where
                     }
                 };
                 let id = ShardId(senders.peer_id());
+                let senders = Rc::new(senders);
+                // Before any task can run here: replies must know this is a shard.
+                sync::enter_shard(runtime_id, id, Rc::clone(&senders));
                 // Start-up only: each shard takes its own inbox once.
                 let inbox = inboxes
                     .lock()
                     .ok()
                     .and_then(|mut v| v.get_mut(id.0).and_then(Option::take));
-                if let Some(mut inbox) = inbox {
-                    glommio::spawn_local(async move {
-                        use futures::StreamExt;
-                        while let Some(task) = inbox.next().await {
-                            task();
-                        }
-                    })
-                    .detach();
+                if let Some(inbox) = inbox {
+                    glommio::spawn_local(inbox.serve()).detach();
                 }
                 for (_, rx) in receivers.streams() {
                     glommio::spawn_local(async move {
@@ -320,11 +413,7 @@ where
                     })
                     .detach();
                 }
-                let ctx = ShardContext {
-                    id,
-                    count,
-                    senders: Rc::new(senders),
-                };
+                let ctx = ShardContext { id, count, senders };
                 per_shard(ctx).await;
             })
             .map_err(|e| {

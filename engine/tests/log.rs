@@ -691,3 +691,65 @@ fn lone_small_appends_hold_small_buffers_in_the_tail() {
         drop(log);
     });
 }
+
+/// Lone small appends keep the active segment zero-filled ahead (so ext4 can write them
+/// inline), sealed segments are trimmed back to their data, and everything reads back
+/// after a restart.
+#[test]
+fn small_appends_zero_fill_ahead_and_seals_trim_it() {
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        ..LogConfig::default()
+    };
+    run("zerofill", move |dir| async move {
+        let n = 1200; // ~1.3 KiB batches: ~1.6 MB, so one roll
+        {
+            let log = PartitionLog::open(&dir, config.clone()).await.unwrap();
+            for b in 0..n {
+                let t = log
+                    .append(&batch_of(b * 10, 10), LeaderEpoch(1))
+                    .await
+                    .unwrap();
+                t.written().await.unwrap();
+            }
+            log.flushed().await;
+            let stats = log.stats();
+            assert!(
+                stats.zero_fill_bytes >= 512 * 1024,
+                "lone appends must be zero-filled ahead: {stats:?}"
+            );
+            assert!(log.segment_count() >= 2, "expected a roll");
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for sealed in &logs[..logs.len() - 1] {
+            let bytes = std::fs::read(sealed).unwrap();
+            let zeros = bytes.iter().rev().take_while(|b| **b == 0).count();
+            assert!(
+                zeros < 4096,
+                "{} ends in {zeros} zero bytes: the seal must trim the fill",
+                sealed.display()
+            );
+        }
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset((n * 10) as i64));
+        let mut next = 0i64;
+        while next < (n * 10) as i64 {
+            let out = log.read(Offset(next), 256 * 1024).await.unwrap();
+            assert!(out.total_len() > 0);
+            next = check_batches(&out.chunks, next);
+        }
+        // Appends continue over the recovered (zero-filled) tail.
+        let t = log
+            .append(&batch_of(n * 10, 10), LeaderEpoch(1))
+            .await
+            .unwrap();
+        t.committed().await.unwrap();
+        let out = log.read(Offset((n * 10) as i64), 1).await.unwrap();
+        check_batches(&out.chunks, (n * 10) as i64);
+    });
+}

@@ -436,7 +436,6 @@ pub mod local {
     use std::collections::BTreeMap;
     use std::time::Instant;
 
-    use futures::channel::oneshot;
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
@@ -445,6 +444,7 @@ pub mod local {
         GroupId, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
+    use quiver_engine::sync::oneshot;
     use quiver_engine::types::{LeaderEpoch, Offset};
 
     use super::*;

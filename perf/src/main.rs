@@ -104,6 +104,7 @@ where
     let config = RuntimeConfig {
         cpus: vec![cpu.unwrap_or(0)],
         io_memory_bytes: IO_MEMORY_BYTES_PER_SHARD,
+        spin_before_park: None,
     };
     ensure_memlock(&config)?;
     let placement = match cpu {

@@ -15,8 +15,11 @@
 # compare/*.svg (Kafka-TCP first, QUIC second), summary.md (medians per label and protocol),
 # ratios.md (QUIC/TCP of the medians), broker-deaths.txt if a broker died.
 #
-# Environment: REPS (3), DURATION_S (10), SKIP_BUILD=1, SKIP_WORKLOAD_SET=1,
-# QUIC_THREADS (broker and generator QUIC runtime threads; default: one per core).
+# Environment: REPS (3), DURATION_S (10), SKIP_BUILD=1, MEASUREMENTS (a subset of: producer
+# max-throughput lone low-latency omb catchup), SKIP_WORKLOAD_SET=1, WORKLOADS (names
+# for the workload set; default: every perf/workloads/*.toml but smoke), QUIC_THREADS (broker
+# and generator QUIC runtime threads; default: one per core). OUT_DIR may hold an earlier
+# run's results: they are summarized with the new ones.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,12 +62,16 @@ trap cleanup EXIT
     echo "git: $(git rev-parse HEAD)"
     echo "net.core.rmem_max: $(cat /proc/sys/net/core/rmem_max)"
     echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-} | tee "$out/machine.txt" >&2
+} | tee -a "$out/machine.txt" >&2
 
 # start_broker: a fresh `quiver serve` on free ports; sets kafka_addr, quic_addr, broker_pid,
 # broker_data. The QUIC listener comes up after the shards; the generator's connect retries
-# within its timeout, the TCP port is polled here.
+# within its timeout, the TCP port is polled here. Tries twice: the broker's start-up
+# O_DIRECT probe has failed once with EOPNOTSUPP while another build filled the machine.
 start_broker() {
+    start_broker_once || { log "retrying the broker start"; start_broker_once; }
+}
+start_broker_once() {
     local kafka_port quic_port
     kafka_port="$(free_port tcp)"
     quic_port="$(free_port udp)"
@@ -78,9 +85,12 @@ start_broker() {
     quic_addr="127.0.0.1:$quic_port"
     for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && [[ -s "$broker_data/tls/cert.pem" ]] && return 0
+        kill -0 "$broker_pid" 2>/dev/null || break
         sleep 0.1
     done
-    log "the broker did not come up"
+    log "the broker did not come up (see $out/broker.log)"
+    kill "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
     return 1
 }
 stop_broker() {
@@ -100,7 +110,10 @@ measure() {
     shift 4
     last_run="$label [$protocol] ($workload $*)"
     log "$last_run"
-    start_broker
+    if ! start_broker; then
+        echo "$(date -u +%FT%TZ) no broker for: $last_run" >>"$out/broker-deaths.txt"
+        return 0
+    fi
     local target=(kafka --bootstrap "$kafka_addr")
     if [[ "$protocol" == quic ]]; then
         target=(quic --quic-addr "$quic_addr" --ca-file "$broker_data/tls/cert.pem" "${threads[@]}")
@@ -127,21 +140,23 @@ pair() {
     fi
 }
 
+measurements=" ${MEASUREMENTS:-producer max-throughput lone low-latency omb catchup} "
+want() { [[ "$measurements" == *" $1 "* ]]; }
 common=(--duration-s "$duration_s" --warmup-s 2)
+long=(--duration-s $((duration_s * 2)) --warmup-s 2)
 for rep in $(seq 1 "$reps"); do
     log "repetition $rep of $reps"
-    pair "producer acks=all" max-throughput "${common[@]}" --subscriptions 0 --acks -1
-    pair "max-throughput" max-throughput "${common[@]}"
-    pair "lone 1KiB acks=1" low-latency --duration-s $((duration_s * 2)) --warmup-s 2 --subscriptions 0
-    pair "low-latency" low-latency --duration-s $((duration_s * 2)) --warmup-s 2
-    pair "omb-classic" omb-classic --duration-s $((duration_s * 2)) --warmup-s 3
-    pair "consumer recent data" consumer-catchup "${common[@]}"
+    want producer && pair "producer acks=all" max-throughput "${common[@]}" --subscriptions 0 --acks -1
+    want max-throughput && pair "max-throughput" max-throughput "${common[@]}"
+    want lone && pair "lone 1KiB acks=1" low-latency "${long[@]}" --subscriptions 0
+    want low-latency && pair "low-latency" low-latency "${long[@]}"
+    want omb && pair "omb-classic" omb-classic --duration-s $((duration_s * 2)) --warmup-s 3
+    want catchup && pair "consumer recent data" consumer-catchup "${common[@]}"
 done
 
 if [[ "${SKIP_WORKLOAD_SET:-0}" != "1" ]]; then
-    for file in perf/workloads/*.toml; do
-        name="$(basename "$file" .toml)"
-        [[ "$name" == smoke ]] && continue
+    names="${WORKLOADS:-$(cd perf/workloads && ls *.toml | sed 's/\.toml$//' | grep -vx smoke)}"
+    for name in $names; do
         measure kafka "$out/workloads/$name-kafka.json" "$name" "$name"
         measure quic "$out/workloads/$name-quic.json" "$name" "$name"
         if [[ -s "$out/workloads/$name-kafka.json" && -s "$out/workloads/$name-quic.json" ]]; then

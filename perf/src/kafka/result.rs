@@ -298,3 +298,22 @@ impl RunResult {
         lines
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_from_before_quic_read_as_kafka() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/omb-classic.json");
+        let result = RunResult::load(&path).unwrap();
+        assert_eq!(result.protocol, Protocol::Kafka);
+        assert!(result.notes.is_empty());
+        let text = serde_json::to_string(&RunResult {
+            protocol: Protocol::Quic,
+            ..result
+        })
+        .unwrap();
+        assert!(text.contains(r#""protocol":"quic""#));
+    }
+}

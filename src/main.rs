@@ -139,6 +139,11 @@ struct ServeArgs {
     /// (lower latency at low load) and costs CPU while idle.
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
+    /// Answer acks=1 once the batch is appended in memory (Redpanda's leader ack)
+    /// instead of once it is written to the segment file. Saves a disk round trip; a
+    /// broker crash can then lose the latest acks=1 messages (acks=all is unaffected).
+    #[arg(long)]
+    acks1_on_append: bool,
     /// Delay before the first rebalance of a new consumer group (Kafka's
     /// group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 0)]
@@ -204,6 +209,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.default_partitions = args.default_partitions;
     config.offsets_topic_partitions = args.offsets_topic_partitions;
     config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
+    config.acks1_on_append = args.acks1_on_append;
     config.log_defaults.segment_bytes = args.segment_bytes;
     config.log_defaults.retention_ms = (args.retention_ms >= 0).then_some(args.retention_ms as u64);
     config.log_defaults.retention_bytes =

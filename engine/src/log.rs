@@ -969,9 +969,7 @@ impl PartitionLog {
                 MIN_WRITE_ALIGNMENT_BYTES,
             );
             let appended_end = align_up(seg.size, st.alignment.max(MIN_WRITE_ALIGNMENT_BYTES));
-            if seg.zeroed_end >= appended_end + ZERO_FILL_LOW_WATER_BYTES
-                || appended_end >= limit
-            {
+            if seg.zeroed_end >= appended_end + ZERO_FILL_LOW_WATER_BYTES || appended_end >= limit {
                 return;
             }
             let start = seg.zeroed_end.max(appended_end);
@@ -990,7 +988,11 @@ impl PartitionLog {
             let mut st = log.state.borrow_mut();
             if ok {
                 st.stats.zero_fill_bytes += end - start;
-                if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == segment_base) {
+                if let Some(seg) = st
+                    .segments
+                    .iter_mut()
+                    .find(|s| s.base_offset == segment_base)
+                {
                     seg.zeroed_end = seg.zeroed_end.max(end);
                 }
             }

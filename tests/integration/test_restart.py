@@ -229,3 +229,42 @@ def test_sigterm_stops_broker_and_restart_keeps_data(broker_factory):
     produce_one(producer, topic, message_count, acknowledgements.on_delivery)
     assert producer.flush(30) == 0
     assert acknowledgements.snapshot() == {message_count: (0, message_count)}, acknowledgements.errors
+
+
+@pytest.mark.timeout(120)
+def test_acks1_on_append_answers_and_keeps_everything_on_clean_restart(broker_factory):
+    """`--acks1-on-append` answers acks=1 before the disk write (Redpanda's leader
+    ack). Every acknowledged message must still be stored, in order, and a clean
+    shutdown must write them all before exiting."""
+    from confluent_kafka import Producer
+
+    message_count = 2000
+    own_broker = broker_factory(extra_args=["--acks1-on-append"])
+    topic = f"acks1-append-{uuid.uuid4().hex[:12]}"
+    confluent_create_topic(own_broker.bootstrap, topic, 1)
+    producer = Producer(
+        {
+            "bootstrap.servers": own_broker.bootstrap,
+            "acks": 1,
+            "enable.idempotence": False,
+            "linger.ms": 0,
+            "max.in.flight.requests.per.connection": 1,
+        }
+    )
+    acknowledgements = AcknowledgementLog()
+    for sequence in range(message_count):
+        produce_one(producer, topic, sequence, acknowledgements.on_delivery)
+        if sequence % 50 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not acknowledgements.errors, list(acknowledgements.errors.items())[:5]
+    assert sorted(acknowledgements.snapshot().values()) == [(0, i) for i in range(message_count)]
+
+    records = confluent_read_all(own_broker.bootstrap, topic, [0])
+    assert [decode_sequence(r.value) for r in records] == list(range(message_count))
+
+    assert own_broker.terminate() == 0
+    own_broker.restart()
+    records = confluent_read_all(own_broker.bootstrap, topic, [0])
+    assert [decode_sequence(r.value) for r in records] == list(range(message_count))
+    assert_offsets_dense(records, topic)

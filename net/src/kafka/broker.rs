@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     /// Group coordinator: delay before the first rebalance of an empty group
     /// (Kafka's group.initial.rebalance.delay.ms).
     pub group_initial_rebalance_delay_ms: u64,
+    /// acks=1 is answered once the batch is appended to the leader's log in memory
+    /// (Redpanda's leader_ack), not once its direct-I/O write completed (the default:
+    /// like Kafka's page-cache write, an acknowledged acks=1 message survives a crash of
+    /// the broker process). Saves one disk round trip per lone message; a SIGKILL can
+    /// then lose acks=1 messages acknowledged in the last few hundred microseconds.
+    pub acks1_on_append: bool,
 }
 
 impl BrokerConfig {
@@ -57,6 +63,7 @@ impl BrokerConfig {
             log_defaults: LogConfig::default(),
             retention_check_interval: Duration::from_secs(30),
             group_initial_rebalance_delay_ms: 0,
+            acks1_on_append: false,
         }
     }
 }

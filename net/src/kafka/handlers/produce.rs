@@ -90,6 +90,7 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
             for (item, ticket) in items.iter().zip(tickets) {
                 let result = match ticket {
                     Ok(t) if acks == 0 => Ok(t.outcome()),
+                    Ok(t) if acks == 1 && shard().config.acks1_on_append => Ok(t.outcome()),
                     // acks=1: the leader's write (survives a broker crash, like Kafka's
                     // page-cache write); acks=all: the durability policy (fdatasync).
                     Ok(t) if acks == 1 => t.written().await.map_err(ServiceError::from),

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end check of the Kafka load generator, run by scripts/test.sh: builds the broker and
-# quiver-perf (release), starts `quiver serve` on a free port with its data under ./target,
-# runs perf/workloads/smoke.toml (a few seconds) against it, and asserts that the JSON
-# result exists, shows non-zero publish and consume throughput, and recorded no errors.
-# Then runs the same workload against `quiver-perf sink` (the generator's ceiling check).
+# End-to-end check of the load generator, run by scripts/test.sh: builds the broker and
+# quiver-perf (release), starts `quiver serve` on free ports with its data under ./target,
+# runs perf/workloads/smoke.toml (a few seconds) against it over the Kafka protocol and over
+# QUIC (`quiver-perf quic`, verifying the broker's development certificate), and asserts that
+# each JSON result exists, shows non-zero publish and consume throughput, names its protocol
+# and recorded no errors. Then runs the same workload against `quiver-perf sink` (the
+# generator's ceiling check).
 #
 # Environment: PERF_SMOKE_SKIP_BUILD=1 to use the binaries already in target/release.
 set -euo pipefail
@@ -23,6 +25,10 @@ perf="$target_dir/release/quiver-perf"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+free_udp_port() {
+    python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 wait_for_port() {
@@ -51,10 +57,10 @@ cleanup() {
 trap cleanup EXIT
 
 check_result() {
-    local json="$1" require_consume="$2"
-    python3 - "$json" "$require_consume" <<'PY'
+    local json="$1" require_consume="$2" protocol="${3:-kafka}"
+    python3 - "$json" "$require_consume" "$protocol" <<'PY'
 import json, sys
-path, require_consume = sys.argv[1], sys.argv[2] == "1"
+path, require_consume, protocol = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 result = json.load(open(path))
 publish = result["publish"]["messages_per_s"]
 consume = result["consume"]["messages_per_s"]
@@ -64,20 +70,25 @@ print(f"perf-smoke: {path}: publish {publish:.0f} msg/s, consume {consume:.0f} m
 assert publish > 0, "no publish throughput"
 assert not require_consume or consume > 0, "no consume throughput"
 assert errors == 0, f"errors: {result['first_error']}"
+assert result["protocol"] == protocol, f"protocol {result['protocol']}, expected {protocol}"
 for key in ("workload", "bootstrap", "machine", "git_revision", "series", "publish_spectrum"):
     assert key in result, f"missing {key}"
 PY
 }
 
 port="$(free_port)"
+quic_port="$(free_udp_port)"
 "$quiver" serve --data-dir "$work_dir/data" --kafka-listen "127.0.0.1:$port" \
-    >"$work_dir/broker.log" 2>&1 &
+    --quic-listen "127.0.0.1:$quic_port" >"$work_dir/broker.log" 2>&1 &
 pids+=("$!")
 wait_for_port "$port" "${pids[-1]}"
 "$perf" kafka --workload perf/workloads/smoke.toml --bootstrap "127.0.0.1:$port" \
     --out "$work_dir/smoke-quiver.json"
 check_result "$work_dir/smoke-quiver.json" 1
 test -s "$work_dir/smoke-quiver.svg"
+"$perf" quic --workload perf/workloads/smoke.toml --quic-addr "127.0.0.1:$quic_port" \
+    --ca-file "$work_dir/data/tls/cert.pem" --out "$work_dir/smoke-quiver-quic.json"
+check_result "$work_dir/smoke-quiver-quic.json" 1 quic
 
 sink_port="$(free_port)"
 "$perf" sink --listen "127.0.0.1:$sink_port" >"$work_dir/sink.log" 2>&1 &
@@ -88,6 +99,7 @@ wait_for_port "$sink_port" "${pids[-1]}"
 check_result "$work_dir/smoke-sink.json" 1
 
 "$perf" compare "$work_dir/smoke-sink.json" "$work_dir/smoke-quiver.json" \
+    "$work_dir/smoke-quiver-quic.json" \
     --svg "$work_dir/compare.svg" >/dev/null
 test -s "$work_dir/compare.svg"
 echo "perf-smoke: passed"

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream, VarInt};
 use quiver_protocol::limits::*;
+use quiver_protocol::transport::{mtu_is_known, read_body, transport_config};
 use quiver_protocol::{FrameHeader, Request, Response, HEADER_BYTES};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -98,22 +99,6 @@ impl ClientConfig {
     }
 }
 
-/// The same flow-control tuning as the broker's (docs/ARCHITECTURE.md).
-pub(crate) fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(0))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
-        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
-        .send_window(SEND_WINDOW_BYTES)
-        .keep_alive_interval(Some(Duration::from_secs(5)));
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
-        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
-    t.mtu_discovery_config(Some(mtu));
-    t
-}
-
 /// A QUIC connection to one broker, re-established on demand.
 pub(crate) struct Connection {
     config: ClientConfig,
@@ -147,7 +132,8 @@ impl Connection {
             host.to_string()
         });
         let mut client_config = tls::client_config(&config)?;
-        client_config.transport_config(Arc::new(transport_config()));
+        // The broker's tuning (docs/ARCHITECTURE.md); the broker opens no streams to us.
+        client_config.transport_config(Arc::new(transport_config(0, mtu_is_known(remote.ip()))));
         let bind: SocketAddr = if remote.is_ipv6() {
             "[::]:0"
                 .parse()
@@ -269,11 +255,10 @@ pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<(FrameHea
         Err(_) => return Err(Error::StreamClosed),
     }
     let header = FrameHeader::decode(&head, MAX_RESPONSE_BODY_BYTES)?.ok_or(Error::StreamClosed)?;
-    let mut body = vec![0u8; header.body_len()];
-    recv.read_exact(&mut body)
+    let body = read_body(recv, header.body_len())
         .await
         .map_err(|_| Error::StreamClosed)?;
-    Ok(Some((header, Bytes::from(body))))
+    Ok(Some((header, body)))
 }
 
 type Reply = oneshot::Sender<Result<Response>>;

@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 
+use quinn::{RecvStream, SendStream};
 use quiver_protocol::limits::MAX_SUBSCRIBE_PUSH_BYTES;
-use quiver_protocol::{Request, Response, SubscribeRequest};
+use quiver_protocol::{PartitionRecords, Request, Response, SubscribeRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -69,51 +70,22 @@ impl Client {
         start: StartOffset,
         tx: mpsc::Sender<Result<Vec<ConsumerRecord>>>,
     ) -> Result<JoinHandle<()>> {
-        let offset = match start {
-            StartOffset::Timestamp(_) => self
-                .list_offset(topic, partition, start)
-                .await?
-                .unwrap_or(quiver_protocol::LATEST),
-            StartOffset::Earliest => quiver_protocol::EARLIEST,
-            StartOffset::Latest => quiver_protocol::LATEST,
-            StartOffset::Offset(o) => o,
-        };
-        let (mut send, mut recv) = self.conn.open_stream().await?;
-        let request_id = self.conn.next_request_id();
-        let mut frame = Request::Subscribe(SubscribeRequest {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            max_bytes: MAX_SUBSCRIBE_PUSH_BYTES as u32,
-        })
-        .encode(request_id);
-        send.write_all_chunks(&mut frame)
-            .await
-            .map_err(|_| Error::StreamClosed)?;
+        let (offset, send, mut recv) = self.open_subscription(topic, partition, start).await?;
         let topic = topic.to_string();
         Ok(tokio::spawn(async move {
             // Keep our sending side open: finishing it would end the subscription.
             let _send = send;
             let mut from = offset.max(0);
             loop {
-                let item = match read_frame(&mut recv).await {
-                    Ok(Some((header, body))) => match Response::decode(&header, body) {
-                        Ok(Response::Records(p)) => {
-                            decode_records(&topic, partition, &p.records, from).inspect(|records| {
-                                if let Some(last) = records.last() {
-                                    from = last.offset + 1;
-                                }
-                            })
-                        }
-                        Ok(Response::Error(e)) => Err(Error::broker(e.code, e.message)),
-                        Ok(other) => Err(Error::UnexpectedResponse {
-                            to: quiver_protocol::FrameType::Subscribe,
-                            got: other.frame_type(),
-                        }),
-                        Err(e) => Err(e.into()),
-                    },
-                    Ok(None) => return,
-                    Err(e) => Err(e),
+                let item = match read_push(&mut recv).await {
+                    Some(push) => push.and_then(|p| {
+                        decode_records(&topic, partition, &p.records, from).inspect(|records| {
+                            if let Some(last) = records.last() {
+                                from = last.offset + 1;
+                            }
+                        })
+                    }),
+                    None => return,
                 };
                 let failed = item.is_err();
                 if matches!(&item, Ok(r) if r.is_empty()) {
@@ -126,6 +98,57 @@ impl Client {
             }
         }))
     }
+
+    /// Opens a subscription stream and sends SUBSCRIBE: returns the offset asked for
+    /// (-1 latest, -2 earliest) and the stream's two sides.
+    pub(crate) async fn open_subscription(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: StartOffset,
+    ) -> Result<(i64, SendStream, RecvStream)> {
+        let offset = match start {
+            StartOffset::Timestamp(_) => self
+                .list_offset(topic, partition, start)
+                .await?
+                .unwrap_or(quiver_protocol::LATEST),
+            StartOffset::Earliest => quiver_protocol::EARLIEST,
+            StartOffset::Latest => quiver_protocol::LATEST,
+            StartOffset::Offset(o) => o,
+        };
+        let (mut send, recv) = self.conn.open_stream().await?;
+        let request_id = self.conn.next_request_id();
+        let mut frame = Request::Subscribe(SubscribeRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: MAX_SUBSCRIBE_PUSH_BYTES as u32,
+        })
+        .encode(request_id);
+        send.write_all_chunks(&mut frame)
+            .await
+            .map_err(|_| Error::StreamClosed)?;
+        Ok((offset, send, recv))
+    }
+}
+
+/// The next push of a subscription stream: `None` when the broker ended it cleanly; an
+/// ERROR frame becomes [`Error::Broker`] (and ends the subscription).
+pub(crate) async fn read_push(recv: &mut RecvStream) -> Option<Result<PartitionRecords>> {
+    let (header, body) = match read_frame(recv).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(match Response::decode(&header, body) {
+        Ok(Response::Records(p)) => Ok(p),
+        Ok(Response::Error(e)) => Err(Error::broker(e.code, e.message)),
+        Ok(other) => Err(Error::UnexpectedResponse {
+            to: quiver_protocol::FrameType::Subscribe,
+            got: other.frame_type(),
+        }),
+        Err(e) => Err(e.into()),
+    })
 }
 
 /// How a [`Consumer`] starts and where it keeps its offsets.

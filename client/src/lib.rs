@@ -19,8 +19,10 @@
 //! Kafka-compatible key partitioning, acks, idempotent retries), [`Subscription`] (the
 //! broker pushes new batches of one partition) and [`Consumer`] (explicit assignment,
 //! optional group offsets). Every error is an [`Error`]; broker errors carry the same
-//! codes as Kafka.
+//! codes as Kafka. For pre-built RecordBatch bytes (load generators, proxies):
+//! [`BatchProducer`] and [`BatchSubscription`] send and receive batches undecoded.
 
+mod batches;
 mod client;
 mod connection;
 mod consumer;
@@ -29,6 +31,7 @@ mod producer;
 pub mod records;
 mod tls;
 
+pub use batches::{BatchProducer, BatchSubscription, ProduceAck};
 pub use client::{Client, StartOffset};
 pub use connection::{dev_ca_file, ClientConfig, DEFAULT_LOCAL_ADDRESS};
 pub use consumer::{Consumer, ConsumerConfig, Subscription};
@@ -36,6 +39,6 @@ pub use error::{Error, Result};
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};
 pub use quiver_protocol::{
     Acks, CommittedOffset, ErrorCode, GroupDescription, GroupListing, GroupMember,
-    PartitionRecords, PartitionState, TopicDescription, TopicInfo,
+    PartitionRecords, PartitionState, ProduceResponse, TopicDescription, TopicInfo,
 };
 pub use records::{ConsumerRecord, ProducerRecord};

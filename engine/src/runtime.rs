@@ -236,6 +236,34 @@ impl RuntimeConfig {
     }
 }
 
+/// Largest allocation glibc serves from its heap rather than a fresh `mmap` (glibc's own
+/// maximum, DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): request frames (up to 16 MiB) and DMA
+/// buffers beyond the registered pool.
+pub const MALLOC_MMAP_THRESHOLD_BYTES: usize = 32 * 1024 * 1024;
+/// Free memory at the top of a heap glibc keeps rather than returning it to the kernel.
+pub const MALLOC_TRIM_THRESHOLD_BYTES: usize = 256 * 1024 * 1024;
+
+/// Keeps large buffers in glibc's heap, reused from one request to the next. By default a
+/// buffer over 128 KiB is a fresh mapping (or heap memory given back to the kernel when
+/// freed, often on another thread): every request's pages fault in and are zeroed one by
+/// one. At 600 MB/s of QUIC produce that was 17% of the broker's CPU (page faults, page
+/// clearing, munmap; docs/benchmarks.md), and a third of the load generator's. Call before
+/// other threads start.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; the values are constants within the
+    // range glibc accepts, and no other thread is allocating yet.
+    unsafe {
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            MALLOC_MMAP_THRESHOLD_BYTES as libc::c_int,
+        );
+        libc::mallopt(
+            libc::M_TRIM_THRESHOLD,
+            MALLOC_TRIM_THRESHOLD_BYTES as libc::c_int,
+        );
+    }
+}
+
 /// Checks (and, within the hard limit, raises) RLIMIT_MEMLOCK so that every executor
 /// can register its io_uring buffers. Fails with a clear message instead of letting
 /// glommio hit ENOMEM later.

@@ -20,6 +20,7 @@ use quiver_engine::runtime::{ensure_memlock, prepare_io, RuntimeConfig};
 
 mod kafka;
 mod plot;
+mod quic;
 mod workload;
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,9 @@ enum Command {
     Engine(engine::EngineArgs),
     /// Run a workload file against a Kafka-protocol broker (Quiver, Apache Kafka, Redpanda).
     Kafka(Box<kafka::KafkaArgs>),
+    /// Run a workload file against Quiver over its native QUIC protocol (quiver/1): the same
+    /// workloads, measurements and result format as `kafka`.
+    Quic(Box<quic::QuicArgs>),
     /// A Kafka-speaking discard server: measures the load generator's own ceiling.
     Sink(kafka::sink::SinkArgs),
     /// Print two or more results side by side (ratios to the first) and plot them together.
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         Command::Baseline(args) => baseline::run(args),
         Command::Engine(args) => engine::run(args),
         Command::Kafka(args) => kafka::run(*args),
+        Command::Quic(args) => quic::run(*args),
         Command::Sink(args) => kafka::sink::run(args),
         Command::Compare(args) => kafka::compare::compare(args),
         Command::Plot(args) => kafka::compare::plot(args),

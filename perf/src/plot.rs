@@ -12,6 +12,8 @@ const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 200.0;
 const MARGIN_TOP: f64 = 64.0;
 const PANEL_GAP: f64 = 70.0;
+/// Average advance of a 12 px sans-serif character, for sizing the legend.
+const LEGEND_CHAR_WIDTH: f64 = 6.8;
 const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
 ];
@@ -26,10 +28,19 @@ struct Series {
 /// An SVG with three panels for `results` (one colour per result).
 pub fn render(results: &[&RunResult]) -> String {
     let height = MARGIN_TOP + 3.0 * PANEL_HEIGHT + 3.0 * PANEL_GAP;
+    // The legend right of the panels is as wide as its longest entry: a label plus a series
+    // name such as " publish p99" (12 characters).
+    let longest_label = results
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let legend_width = 42.0 + LEGEND_CHAR_WIDTH * (longest_label + 12) as f64;
+    let width = WIDTH.max(WIDTH - MARGIN_RIGHT + legend_width);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = results

@@ -15,6 +15,8 @@ pub mod codes;
 pub mod frame;
 pub mod limits;
 pub mod message;
+#[cfg(feature = "quinn")]
+pub mod transport;
 mod wire;
 
 pub use codes::ErrorCode;

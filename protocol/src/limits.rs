@@ -103,6 +103,17 @@ pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65_488;
 /// `wmem_max`; the broker logs the size it got when that is less.
 pub const UDP_SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
+/// The floor of the packet size on loopback (`transport::mtu_is_known`): black-hole detection
+/// falls back to this instead of 1,200 bytes. quinn pads handshake packets to `min_mtu` and
+/// encodes a long-header packet's length in two bytes, so it must stay below 16 KiB (quinn
+/// 0.11 panics above: `len < 2usize.pow(14)`).
+pub const LOOPBACK_MIN_MTU_BYTES: u16 = 16_000;
+
+/// Congestion window a loopback connection starts with: RFC 9002's initial window for
+/// `MAX_UDP_PAYLOAD_BYTES` datagrams, min(10 x size, max(14,720, 2 x size)). quinn's default,
+/// 14,720 bytes, is smaller than one such packet, which then never leaves (handshake timeout).
+pub const LOOPBACK_INITIAL_WINDOW_BYTES: u64 = 2 * MAX_UDP_PAYLOAD_BYTES as u64;
+
 /// After losses that look like an MTU black hole, packets fall back to 1,200 bytes; path
 /// MTU discovery tries again after this long (quinn's default is a minute). Overload
 /// losses on a busy host trigger the detector falsely, so retry soon.

@@ -11,7 +11,7 @@ pub mod server;
 pub mod tls;
 
 pub use quiver_protocol as codec;
-pub use server::{spawn, transport_config, QuicServer, QuicSettings};
+pub use server::{spawn, QuicServer, QuicSettings};
 pub use tls::TlsSettings;
 
 /// Errors starting the QUIC listener.

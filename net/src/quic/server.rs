@@ -27,6 +27,7 @@ use futures::{FutureExt, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
 use quiver_engine::runtime::ExternalHandle;
 use quiver_protocol::limits::*;
+use quiver_protocol::transport::{mtu_is_known, read_body, server_transport_configs};
 use quiver_protocol::{
     Acks, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response, HEADER_BYTES,
 };
@@ -71,22 +72,6 @@ impl QuicServer {
     }
 }
 
-/// The quinn transport settings tuned for bulk transfer (docs/ARCHITECTURE.md).
-pub fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS_PER_CONNECTION))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
-        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
-        .send_window(SEND_WINDOW_BYTES)
-        .keep_alive_interval(Some(Duration::from_secs(5)));
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD_BYTES)
-        .black_hole_cooldown(Duration::from_millis(MTU_BLACK_HOLE_COOLDOWN_MS));
-    t.mtu_discovery_config(Some(mtu));
-    t
-}
-
 /// Binds the endpoint and serves until `stop` is set. `ready` is polled before binding so
 /// that no request reaches a shard that has not started.
 pub fn spawn(
@@ -99,7 +84,14 @@ pub fn spawn(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server_config.transport_config(Arc::new(transport_config()));
+    let mut loopback_config = server_config.clone();
+    let (transport, loopback_transport) = server_transport_configs();
+    server_config.transport_config(transport);
+    loopback_config.transport_config(loopback_transport);
+    let configs = ServerConfigs {
+        default: Arc::new(server_config.clone()),
+        loopback: Arc::new(loopback_config),
+    };
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
         .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
@@ -143,7 +135,7 @@ pub fn spawn(
                 tracing::info!(addr = %local_addr, "quic listener up");
                 let service = Service::new(handle);
                 let counts = Arc::new(Mutex::new(ConnectionCounts::default()));
-                let accept = accept_loop(endpoint.clone(), service, counts);
+                let accept = accept_loop(endpoint.clone(), service, counts, configs);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(STOP_POLL_MS)).await;
@@ -217,10 +209,17 @@ impl ConnectionCounts {
     }
 }
 
+/// The endpoint's server config, and the one for loopback peers (`mtu_is_known`).
+struct ServerConfigs {
+    default: Arc<quinn::ServerConfig>,
+    loopback: Arc<quinn::ServerConfig>,
+}
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     service: Service<ExternalHandle>,
     counts: Arc<Mutex<ConnectionCounts>>,
+    configs: ServerConfigs,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let peer = incoming.remote_address();
@@ -237,9 +236,18 @@ async fn accept_loop(
         }
         let service = service.clone();
         let counts = Arc::clone(&counts);
+        let config = if mtu_is_known(peer.ip()) {
+            &configs.loopback
+        } else {
+            &configs.default
+        };
+        let connecting = incoming.accept_with(Arc::clone(config));
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(connection) => serve_connection(connection, service).await,
+            match connecting {
+                Ok(connecting) => match connecting.await {
+                    Ok(connection) => serve_connection(connection, service).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "quic handshake failed"),
+                },
                 Err(e) => tracing::debug!(%peer, error = %e, "quic handshake failed"),
             }
             counts
@@ -301,9 +309,8 @@ async fn read_frame(recv: &mut RecvStream) -> ReadOutcome {
         Ok(None) => return ReadOutcome::Gone, // unreachable: the buffer is a whole header
         Err(e) => return ReadOutcome::Bad(e),
     };
-    let mut body = vec![0u8; header.body_len()];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => ReadOutcome::Frame(header, Bytes::from(body)),
+    match read_body(recv, header.body_len()).await {
+        Ok(body) => ReadOutcome::Frame(header, body),
         Err(quinn::ReadExactError::FinishedEarly(n)) => ReadOutcome::Bad(FrameError::Short {
             what: "frame body",
             needed: header.body_len() - n,

@@ -129,10 +129,11 @@ pub fn table(results: &[RunResult]) -> Vec<String> {
     }
     for result in results {
         lines.push(format!(
-            "{}: {} @ {} rev {} on {} ({} cores, {})",
+            "{}: {} @ {} over {} rev {} on {} ({} cores, {})",
             result.label,
             result.workload.name,
             result.bootstrap,
+            result.protocol.name(),
             &result.git_revision[..result.git_revision.len().min(12)],
             result.machine.cpu_model,
             result.machine.cores,
@@ -149,17 +150,22 @@ pub struct SummaryArgs {
     pub results: Vec<PathBuf>,
 }
 
-/// Prints one markdown row per label: medians over its repetitions (count in the last column).
+/// Prints one markdown row per label and protocol: medians over its repetitions (count in the
+/// last column).
 pub fn summary(args: SummaryArgs) -> Result<()> {
     let mut by_label: Vec<(String, Vec<RunResult>)> = Vec::new();
     for path in &args.results {
         let result = RunResult::load(path)?;
-        match by_label
-            .iter_mut()
-            .find(|(label, _)| *label == result.label)
-        {
+        // Results from before labels carried the protocol get it here, so runs over
+        // different protocols never share a row.
+        let label = super::run_label(
+            Some(result.label.clone()),
+            &result.workload,
+            result.protocol,
+        );
+        match by_label.iter_mut().find(|(known, _)| *known == label) {
             Some((_, runs)) => runs.push(result),
-            None => by_label.push((result.label.clone(), vec![result])),
+            None => by_label.push((label, vec![result])),
         }
     }
     println!(

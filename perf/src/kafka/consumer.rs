@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -31,7 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::cluster::{list_offsets, topic_name, TopicLayout, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
-use super::records::walk_batches;
+use super::records::{walk_batches, WalkSummary};
 use super::stats::{record, Clock, WorkerStats};
 use super::wire::Connection;
 
@@ -73,6 +74,10 @@ pub enum Membership {
     Explicit(Vec<i32>),
     /// Join `group` with the classic protocol.
     Classic { group: String },
+    /// A fixed share of a group's partitions, committing offsets to `group` without
+    /// membership: what a group becomes over QUIC, whose protocol has group offsets but no
+    /// membership. Over Kafka the same as `Explicit`.
+    Static { partitions: Vec<i32>, group: String },
 }
 
 #[derive(Clone)]
@@ -100,7 +105,7 @@ type Positions = Arc<Mutex<HashMap<i32, i64>>>;
 pub fn run(spec: ConsumerSpec) -> Result<()> {
     let positions: Positions = Arc::new(Mutex::new(HashMap::new()));
     match spec.membership.clone() {
-        Membership::Explicit(partitions) => {
+        Membership::Explicit(partitions) | Membership::Static { partitions, .. } => {
             let fetchers = Fetchers::start(&spec, &partitions, &positions)?;
             while !spec.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -264,18 +269,12 @@ fn fetch_loop(
                     }
                     let records = partition.records.clone().unwrap_or_else(Bytes::new);
                     let fetch_offset = slot.1;
-                    let summary = walk_batches(&records, spec.verify_crc, |sent_ns| {
-                        // Only plausible send times: records from other producers (or the
-                        // sink's prebuilt ones, stamped 0) carry none.
-                        if sent_ns > received_ns.saturating_sub(PLAUSIBLE_SEND_AGE_NS)
-                            && sent_ns <= received_ns + PLAUSIBLE_CLOCK_SKEW_NS
-                        {
-                            record(
-                                &mut histograms.end_to_end,
-                                received_ns.saturating_sub(sent_ns),
-                            );
-                        }
-                    })
+                    let summary = walk_received(
+                        &records,
+                        spec.verify_crc,
+                        received_ns,
+                        &mut histograms.end_to_end,
+                    )
                     .with_context(|| {
                         format!(
                             "Fetch {topic}/{} from offset {fetch_offset}: {} bytes of records",
@@ -315,6 +314,24 @@ fn fetch_loop(
         }
     }
     Ok(())
+}
+
+/// Walks one partition's received records (see `walk_batches`) and records the end-to-end
+/// latency of each value: receipt minus its embedded send time. Only plausible send times
+/// count: records from other producers (or the sink's prebuilt ones, stamped 0) carry none.
+pub fn walk_received(
+    records: &Bytes,
+    verify_crc: bool,
+    received_ns: u64,
+    end_to_end: &mut Histogram<u64>,
+) -> Result<WalkSummary> {
+    walk_batches(records, verify_crc, |sent_ns| {
+        if sent_ns > received_ns.saturating_sub(PLAUSIBLE_SEND_AGE_NS)
+            && sent_ns <= received_ns + PLAUSIBLE_CLOCK_SKEW_NS
+        {
+            record(end_to_end, received_ns.saturating_sub(sent_ns));
+        }
+    })
 }
 
 fn group_id(group: &str) -> GroupId {

@@ -1,6 +1,8 @@
 //! `quiver-perf kafka`: a Kafka-protocol load generator driven by a workload file, and its
 //! companions `sink` (a discard server that measures the generator's own ceiling),
-//! `compare` and `plot`.
+//! `compare` and `plot`. The same driver runs a workload over QUIC (`quiver-perf quic`,
+//! `crate::quic`): only the [`Transport`] differs; rate control, batching, measurement and
+//! results are shared.
 //!
 //! Threads, not async: each producer is one sender thread plus one acknowledgement reader per
 //! leader connection, each consumer one fetcher thread per leader (plus its group membership
@@ -31,8 +33,8 @@ use self::cluster::{create_topics, TopicLayout};
 use self::consumer::{ConsumerSpec, Membership, StartPosition};
 use self::producer::{parse_compression, ProducerSpec};
 use self::result::{
-    git_revision, load_average_1m, process_cpu_s, Machine, RunResult, SeriesPoint, Throughput,
-    RESULT_FORMAT_VERSION,
+    git_revision, load_average_1m, process_cpu_s, Machine, Protocol, RunResult, SeriesPoint,
+    Throughput, RESULT_FORMAT_VERSION,
 };
 use self::stats::{new_intervals, percentiles, spectrum, Clock, CounterSnapshot, Registry};
 use crate::workload::{MessageSize, Workload};
@@ -46,16 +48,24 @@ pub const CONSUMER_DRAIN: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
-    /// Workload file (see perf/workloads/*.toml).
-    #[arg(long)]
-    pub workload: PathBuf,
     /// A broker to bootstrap from: Quiver, Apache Kafka or Redpanda.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What every transport's run takes: the workload, where results go, and per-run overrides.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workload file (see perf/workloads/*.toml).
+    #[arg(long)]
+    pub workload: PathBuf,
     /// Write the JSON result here, and the SVG plot beside it (same name, .svg).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Name for this run in plots and comparisons (default: the workload name).
+    /// Name for this run in plots and comparisons (default: the workload name); the
+    /// protocol is appended ("[kafka-tcp]", "[quic]") unless the name already carries it.
     #[arg(long)]
     pub label: Option<String>,
     /// The machine baseline of the same run (`quiver-perf baseline` JSON), embedded in the result.
@@ -117,7 +127,7 @@ pub struct KafkaArgs {
     pub preload_bytes: Option<u64>,
 }
 
-impl KafkaArgs {
+impl RunArgs {
     fn apply(&self, workload: &mut Workload) {
         macro_rules! set {
             ($field:ident, $value:expr) => {
@@ -145,22 +155,44 @@ impl KafkaArgs {
     }
 }
 
-/// Keeps large buffers in glibc's heap instead of fresh mmaps: without this every 1 MiB
-/// request or 50 MiB fetch buffer is a new mapping whose pages fault in (and are zeroed) one by
-/// one, which cost the producer a third of its CPU in a profile against the sink.
-pub fn tune_allocator() {
-    /// glibc's largest allowed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX).
-    const MMAP_THRESHOLD_BYTES: libc::c_int = 32 * 1024 * 1024;
-    const TRIM_THRESHOLD_BYTES: libc::c_int = 1024 * 1024 * 1024;
-    // SAFETY: mallopt only changes allocator parameters; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+/// How the generator reaches the broker.
+#[derive(Clone)]
+pub enum Transport {
+    /// The Kafka protocol over TCP, bootstrapping from this address.
+    Kafka { bootstrap: String },
+    /// `quiver/1` over QUIC.
+    Quic(crate::quic::QuicTarget),
+}
+
+impl Transport {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Transport::Kafka { .. } => Protocol::Kafka,
+            Transport::Quic(_) => Protocol::Quic,
+        }
+    }
+
+    /// The address the run was pointed at (bootstrap broker or QUIC listener).
+    pub fn address(&self) -> &str {
+        match self {
+            Transport::Kafka { bootstrap } => bootstrap,
+            Transport::Quic(target) => &target.config.address,
+        }
     }
 }
 
 pub fn run(args: KafkaArgs) -> Result<()> {
-    tune_allocator();
+    let transport = Transport::Kafka {
+        bootstrap: args.bootstrap.clone(),
+    };
+    run_with(&args.run, &transport)
+}
+
+/// Loads and runs the workload over `transport`, prints the summary, writes JSON and SVG.
+pub fn run_with(args: &RunArgs, transport: &Transport) -> Result<()> {
+    // Without it every 1 MiB request or 50 MiB fetch buffer faulted its pages in one by one:
+    // a third of the producer's CPU in a profile against the sink.
+    quiver_engine::runtime::tune_allocator();
     let mut workload = Workload::load(&args.workload)?;
     args.apply(&mut workload);
     workload.validate()?;
@@ -173,7 +205,7 @@ pub fn run(args: KafkaArgs) -> Result<()> {
     };
     let result = execute(
         &workload,
-        &args.bootstrap,
+        transport,
         args.label.clone(),
         args.quiet,
         args.broker_pid,
@@ -202,10 +234,22 @@ fn start_unix_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `workload` against `bootstrap` and returns the result (without baseline).
+/// The run's name: `label` (default: the workload's name) with the protocol appended unless
+/// it already names it, so that `compare` and `summary` never mix TCP and QUIC runs.
+pub fn run_label(label: Option<String>, workload: &Workload, protocol: Protocol) -> String {
+    let base = label.unwrap_or_else(|| workload.name.clone());
+    let tag = format!("[{}]", protocol.name());
+    if base.contains(&tag) {
+        base
+    } else {
+        format!("{base} {tag}")
+    }
+}
+
+/// Runs `workload` over `transport` and returns the result (without baseline).
 pub fn execute(
     workload: &Workload,
-    bootstrap: &str,
+    transport: &Transport,
     label: Option<String>,
     quiet: bool,
     broker_pid: Option<u32>,
@@ -215,17 +259,37 @@ pub fn execute(
     let broker_cpu = || broker_pid.and_then(|pid| process_cpu_s(&pid.to_string()));
     let cpu_now = || (process_cpu_s("self").unwrap_or(0.0), broker_cpu());
     let started_unix_s = start_unix_s();
-    let mut connection = wire::Connection::open(bootstrap)
-        .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
-    let layouts = create_topics(
-        &mut connection,
-        &workload.topic_names(),
-        workload.partitions_per_topic,
-    )?;
-    drop(connection);
+    let address = transport.address();
+    let topics = workload.topic_names();
+    let layouts = match transport {
+        Transport::Kafka { bootstrap } => {
+            let mut connection = wire::Connection::open(bootstrap)
+                .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
+            create_topics(&mut connection, &topics, workload.partitions_per_topic)?
+        }
+        Transport::Quic(target) => {
+            crate::quic::create_topics(target, &topics, workload.partitions_per_topic)?
+        }
+    };
+    let mut notes = Vec::new();
+    let static_groups = matches!(transport, Transport::Quic(_))
+        && workload.group_protocol == "classic"
+        && workload.subscriptions_per_topic > 0;
+    if static_groups {
+        notes.push(format!(
+            "quiver/1 has no consumer-group membership: each subscription's {} consumer(s) \
+             take fixed round-robin shares of the partitions (one subscription stream each) and \
+             commit offsets to the group every {} s",
+            workload.consumers_per_subscription,
+            consumer::COMMIT_INTERVAL.as_secs()
+        ));
+    }
+    for note in &notes {
+        eprintln!("quiver-perf: {note}");
+    }
 
     if workload.preload_bytes > 0 {
-        preload(workload, &layouts, clock, quiet)?;
+        preload(workload, &layouts, clock, quiet, transport)?;
     }
 
     let registry = Registry::default();
@@ -242,21 +306,28 @@ pub fn execute(
             let group = format!("{}-sub{subscription}-{started_unix_s}", layout.name);
             let count = workload.consumers_per_subscription;
             for member in 0..count {
-                let membership = if workload.group_protocol == "classic" {
+                let membership = if static_groups {
+                    Membership::Static {
+                        partitions: round_robin_of(layout.leaders.len(), member, count),
+                        group: group.clone(),
+                    }
+                } else if workload.group_protocol == "classic" {
                     Membership::Classic {
                         group: group.clone(),
                     }
                 } else {
                     Membership::Explicit(range_of(layout.leaders.len(), member, count))
                 };
-                if let Membership::Explicit(partitions) = &membership {
+                if let Membership::Explicit(partitions) | Membership::Static { partitions, .. } =
+                    &membership
+                {
                     if partitions.is_empty() {
                         continue;
                     }
                 }
                 let spec = ConsumerSpec {
                     id: consumer_id,
-                    bootstrap: bootstrap.to_string(),
+                    bootstrap: address.to_string(),
                     topic: layout.clone(),
                     membership,
                     start,
@@ -272,11 +343,15 @@ pub fn execute(
                 };
                 consumer_id += 1;
                 let stats = spec.stats.clone();
+                let transport = transport.clone();
                 consumers.push(
                     std::thread::Builder::new()
                         .name(format!("consumer-{}", spec.id))
                         .spawn(move || {
-                            let result = consumer::run(spec);
+                            let result = match transport {
+                                Transport::Kafka { .. } => consumer::run(spec),
+                                Transport::Quic(target) => crate::quic::consumer::run(spec, target),
+                            };
                             if let Err(error) = &result {
                                 stats.error(format!("consumer failed: {error:#}"));
                             }
@@ -295,7 +370,15 @@ pub fn execute(
     let start_ns = clock.now_ns();
     stop_at_ns.store(start_ns + run_ns, Ordering::Relaxed);
     let producers = if workload.produce_during_run {
-        start_producers(workload, &layouts, &registry, &stop_at_ns, u64::MAX, clock)?
+        start_producers(
+            workload,
+            &layouts,
+            &registry,
+            &stop_at_ns,
+            u64::MAX,
+            clock,
+            transport,
+        )?
     } else {
         Vec::new()
     };
@@ -388,9 +471,11 @@ pub fn execute(
     Ok(RunResult {
         format_version: RESULT_FORMAT_VERSION,
         tool: format!("quiver-perf {}", env!("CARGO_PKG_VERSION")),
-        label: label.unwrap_or_else(|| workload.name.clone()),
+        label: run_label(label, workload, transport.protocol()),
         workload: workload.clone(),
-        bootstrap: bootstrap.to_string(),
+        protocol: transport.protocol(),
+        bootstrap: address.to_string(),
+        notes,
         machine: Machine::probe(),
         git_revision: git_revision(),
         started_unix_s,
@@ -424,6 +509,15 @@ pub fn range_of(partitions: usize, member: u32, members: u32) -> Vec<i32> {
     (start..start + count).map(|p| p as i32).collect()
 }
 
+/// Partitions `member` of `members` takes round-robin (QUIC stand-in for a group).
+pub fn round_robin_of(partitions: usize, member: u32, members: u32) -> Vec<i32> {
+    let members = members.max(1) as usize;
+    (member as usize..partitions)
+        .step_by(members)
+        .map(|p| p as i32)
+        .collect()
+}
+
 fn start_producers(
     workload: &Workload,
     layouts: &[TopicLayout],
@@ -431,6 +525,7 @@ fn start_producers(
     stop_at_ns: &Arc<AtomicU64>,
     stop_after_bytes: u64,
     clock: Clock,
+    transport: &Transport,
 ) -> Result<Vec<JoinHandle<Result<()>>>> {
     let total = workload.total_producers().max(1);
     let rate = workload.producer_rate / total as f64;
@@ -457,6 +552,7 @@ fn start_producers(
                 stop_after_bytes,
                 clock,
                 stats: registry.worker(),
+                transport: transport.clone(),
             };
             id += 1;
             handles.push(
@@ -470,7 +566,13 @@ fn start_producers(
 }
 
 /// Produces `workload.preload_bytes` as fast as possible (acks=1) before the timed phase.
-fn preload(workload: &Workload, layouts: &[TopicLayout], clock: Clock, quiet: bool) -> Result<()> {
+fn preload(
+    workload: &Workload,
+    layouts: &[TopicLayout],
+    clock: Clock,
+    quiet: bool,
+    transport: &Transport,
+) -> Result<()> {
     let registry = Registry::default();
     let mut preload_workload = workload.clone();
     preload_workload.producer_rate = 0.0;
@@ -485,6 +587,7 @@ fn preload(workload: &Workload, layouts: &[TopicLayout], clock: Clock, quiet: bo
         &stop_at,
         per_producer,
         clock,
+        transport,
     )?;
     let mut last = 0u64;
     while handles.iter().any(|h| !h.is_finished()) {
@@ -601,7 +704,30 @@ mod tests {
                     .collect();
                 all.sort();
                 assert_eq!(all, (0..partitions as i32).collect::<Vec<_>>());
+                let mut all: Vec<i32> = (0..members)
+                    .flat_map(|m| round_robin_of(partitions, m, members))
+                    .collect();
+                all.sort();
+                assert_eq!(all, (0..partitions as i32).collect::<Vec<_>>());
             }
         }
+        assert_eq!(round_robin_of(5, 1, 2), vec![1, 3]);
+    }
+
+    #[test]
+    fn labels_carry_the_protocol_once() {
+        let workload = Workload {
+            name: "omb".into(),
+            ..Workload::default()
+        };
+        assert_eq!(run_label(None, &workload, Protocol::Quic), "omb [quic]");
+        assert_eq!(
+            run_label(Some("x".into()), &workload, Protocol::Kafka),
+            "x [kafka-tcp]"
+        );
+        assert_eq!(
+            run_label(Some("x [quic]".into()), &workload, Protocol::Quic),
+            "x [quic]"
+        );
     }
 }

@@ -1,5 +1,13 @@
 //! One producer: a sender thread that builds RecordBatches and writes pipelined Produce requests,
-//! and one reader thread per leader connection that matches responses to requests.
+//! and, per link, an acknowledgement side that matches responses to requests.
+//!
+//! The sender (rate, batching, linger, in-flight and buffer bounds, accounting) is the same for
+//! every transport; a [`ProduceLink`] is what differs: over Kafka one TCP connection per
+//! partition leader with a reader thread (this module), over QUIC one connection per producer
+//! with a stream per partition (`crate::quic::producer`). A request is one unit of
+//! `max_in_flight` either way: a Kafka ProduceRequest carrying several partitions' batches, or
+//! the same batches as PRODUCE frames on their partitions' streams, done when every frame is
+//! acknowledged.
 //!
 //! Fixed-rate mode (`rate > 0`): message i has the intended send time `start + i / rate`. The
 //! sender adds every message whose time has come to its partition's open batch, closes batches
@@ -25,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
@@ -34,6 +42,7 @@ use super::cluster::{topic_name, TopicLayout};
 use super::records::{BatchEncoder, FastRng, PendingMessage};
 use super::stats::{record, tighten_timer_slack, Clock, WorkerStats};
 use super::wire::{decode_response, encode_request, Connection, FrameReader};
+use super::Transport;
 use crate::workload::MessageSize;
 
 /// Most bytes of batches put in one Produce request (Kafka's max.request.size is 1 MiB; we
@@ -82,11 +91,12 @@ pub struct ProducerSpec {
     pub stop_after_bytes: u64,
     pub clock: Clock,
     pub stats: Arc<WorkerStats>,
+    pub transport: Transport,
 }
 
 /// Counts requests in flight on one connection; the sender waits on it, the reader releases.
 #[derive(Default)]
-struct InFlight {
+pub struct InFlight {
     count: Mutex<u32>,
     changed: Condvar,
 }
@@ -106,7 +116,7 @@ impl InFlight {
         *self.count.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn release(&self) {
+    pub fn release(&self) {
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         *count = count.saturating_sub(1);
         self.changed.notify_all();
@@ -132,12 +142,46 @@ impl InFlight {
     }
 }
 
-/// What the reader needs to account for one request's response.
-struct RequestMeta {
-    correlation_id: i32,
-    written_ns: u64,
-    intended_ns: Vec<u64>,
-    value_bytes: u64,
+/// What the acknowledgement side needs to account for one request's response.
+pub struct RequestMeta {
+    pub written_ns: u64,
+    pub intended_ns: Vec<u64>,
+    pub value_bytes: u64,
+}
+
+/// One request's batches: (partition, one encoded RecordBatch).
+pub type RequestBatches = Vec<(i32, Bytes)>;
+
+/// The transport half of a producer's link to the broker.
+pub trait ProduceLink {
+    /// Writes one request carrying `batches`. With acks != 0 the link arranges for
+    /// [`Acknowledger::acknowledged`] (or `failed`) to be called once its answer arrives;
+    /// with acks=0 the sender accounts for the request itself once this returns.
+    fn write(&mut self, batches: RequestBatches, meta: RequestMeta) -> Result<()>;
+    /// Called after every acknowledgement came (or the drain timed out): close, join helpers.
+    fn close(&mut self);
+}
+
+/// The acknowledgement side's view of a link: frees in-flight slots and records latencies.
+#[derive(Clone)]
+pub struct Acknowledger {
+    pub in_flight: Arc<InFlight>,
+    pub stats: Arc<WorkerStats>,
+    pub clock: Clock,
+}
+
+impl Acknowledger {
+    /// Accounts one answered request (its per-partition errors were reported by the
+    /// caller) and frees its slot.
+    pub fn acknowledged(&self, meta: &RequestMeta, acked_ns: u64) {
+        account_acknowledged(meta, acked_ns, &self.stats);
+        self.in_flight.release();
+    }
+
+    /// The link failed: unblocks the sender (it finds out when it next writes).
+    pub fn failed(&self) {
+        release_all(&self.in_flight);
+    }
 }
 
 struct ReadyBatch {
@@ -145,16 +189,32 @@ struct ReadyBatch {
     messages: Vec<PendingMessage>,
 }
 
-/// One connection to a partition leader.
+/// One link to the broker (a partition leader's connection over Kafka) and its queue.
 struct Link {
-    writer: TcpStream,
-    version: i16,
+    io: Box<dyn ProduceLink>,
     in_flight: Arc<InFlight>,
-    meta: Option<mpsc::Sender<RequestMeta>>,
-    reader: Option<JoinHandle<()>>,
     ready: VecDeque<ReadyBatch>,
     ready_bytes: usize,
-    next_correlation_id: i32,
+}
+
+impl Link {
+    fn new(
+        spec: &ProducerSpec,
+        open: impl FnOnce(Acknowledger) -> Result<Box<dyn ProduceLink>>,
+    ) -> Result<Link> {
+        let in_flight = Arc::new(InFlight::default());
+        let io = open(Acknowledger {
+            in_flight: in_flight.clone(),
+            stats: spec.stats.clone(),
+            clock: spec.clock,
+        })?;
+        Ok(Link {
+            io,
+            in_flight,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+        })
+    }
 }
 
 #[derive(Default)]
@@ -170,18 +230,32 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
         bail!("topic {} has no partitions", spec.topic.name);
     }
     let mut links: Vec<Link> = Vec::new();
-    let mut link_of_leader: HashMap<String, usize> = HashMap::new();
     let mut partition_link = Vec::with_capacity(partitions);
-    for leader in &spec.topic.leaders {
-        let index = match link_of_leader.get(leader) {
-            Some(index) => *index,
-            None => {
-                links.push(open_link(leader, &spec)?);
-                link_of_leader.insert(leader.clone(), links.len() - 1);
-                links.len() - 1
+    match &spec.transport {
+        Transport::Kafka { .. } => {
+            let mut link_of_leader: HashMap<String, usize> = HashMap::new();
+            for leader in &spec.topic.leaders {
+                let index = match link_of_leader.get(leader) {
+                    Some(index) => *index,
+                    None => {
+                        links.push(Link::new(&spec, |ack| {
+                            KafkaLink::open(leader, &spec, ack)
+                                .map(|l| Box::new(l) as Box<dyn ProduceLink>)
+                        })?);
+                        link_of_leader.insert(leader.clone(), links.len() - 1);
+                        links.len() - 1
+                    }
+                };
+                partition_link.push(index);
             }
-        };
-        partition_link.push(index);
+        }
+        Transport::Quic(target) => {
+            links.push(Link::new(&spec, |ack| {
+                crate::quic::producer::QuicLink::open(target, &spec, ack)
+                    .map(|l| Box::new(l) as Box<dyn ProduceLink>)
+            })?);
+            partition_link.resize(partitions, 0);
+        }
     }
 
     let mut sender = Sender {
@@ -191,12 +265,10 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
         links,
         encoder: BatchEncoder::new(spec.seed ^ 0x5eed),
         batch_buffer: BytesMut::new(),
-        frame: BytesMut::new(),
         rng: FastRng::new(spec.seed),
         sticky_partition: spec.id as usize % partitions,
         buffered_bytes: 0,
         written_value_bytes: 0,
-        topic: topic_name(&spec.topic.name),
     };
     let result = sender.run();
     // Drain: wait for outstanding acknowledgements, then close so the readers see EOF.
@@ -206,55 +278,102 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
                 "producer: acknowledgements still outstanding after the drain timeout".into(),
             );
         }
-        link.meta = None;
-        let _ = link.writer.shutdown(Shutdown::Both);
-        if let Some(reader) = link.reader.take() {
-            let _ = reader.join();
-        }
+        link.io.close();
     }
     result
 }
 
-fn open_link(address: &str, spec: &ProducerSpec) -> Result<Link> {
-    let connection = Connection::open(address)?;
-    let version = connection.version::<ProduceRequest>()?;
-    let (writer, reader, _) = connection.split();
-    let in_flight = Arc::new(InFlight::default());
-    let (meta_sender, meta_receiver) = mpsc::channel();
-    let reader_thread = if spec.acks != 0 {
-        let in_flight = in_flight.clone();
-        let stats = spec.stats.clone();
-        let clock = spec.clock;
-        Some(
-            std::thread::Builder::new()
-                .name(format!("producer-{}-acks", spec.id))
-                .spawn(move || {
-                    read_acks(reader, meta_receiver, version, in_flight, stats, clock)
-                })?,
-        )
-    } else {
-        None
-    };
-    Ok(Link {
-        writer,
-        version,
-        in_flight,
-        meta: Some(meta_sender),
-        reader: reader_thread,
-        ready: VecDeque::new(),
-        ready_bytes: 0,
-        next_correlation_id: 1,
-    })
+/// A Kafka link: one TCP connection to a partition leader, written by the sender thread, its
+/// responses read by a thread of its own.
+struct KafkaLink {
+    writer: TcpStream,
+    version: i16,
+    topic: kafka_protocol::messages::TopicName,
+    acks: i16,
+    meta: Option<mpsc::Sender<(i32, RequestMeta)>>,
+    reader: Option<JoinHandle<()>>,
+    next_correlation_id: i32,
+    /// Reused for every request frame.
+    frame: BytesMut,
+}
+
+impl KafkaLink {
+    fn open(address: &str, spec: &ProducerSpec, acknowledger: Acknowledger) -> Result<Self> {
+        let connection = Connection::open(address)?;
+        let version = connection.version::<ProduceRequest>()?;
+        let (writer, reader, _) = connection.split();
+        let (meta_sender, meta_receiver) = mpsc::channel();
+        let reader_thread = if spec.acks != 0 {
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("producer-{}-acks", spec.id))
+                    .spawn(move || read_acks(reader, meta_receiver, version, acknowledger))?,
+            )
+        } else {
+            None
+        };
+        Ok(KafkaLink {
+            writer,
+            version,
+            topic: topic_name(&spec.topic.name),
+            acks: spec.acks,
+            meta: Some(meta_sender),
+            reader: reader_thread,
+            next_correlation_id: 1,
+            frame: BytesMut::new(),
+        })
+    }
+}
+
+impl ProduceLink for KafkaLink {
+    fn write(&mut self, batches: RequestBatches, meta: RequestMeta) -> Result<()> {
+        let partition_data = batches
+            .into_iter()
+            .map(|(partition, records)| {
+                PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records))
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(self.acks)
+            .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(self.topic.clone())
+                .with_partition_data(partition_data)]);
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        self.frame.clear();
+        encode_request(&mut self.frame, correlation_id, self.version, &request)?;
+        drop(request);
+        if self.acks != 0 {
+            if let Some(sender) = &self.meta {
+                sender
+                    .send((correlation_id, meta))
+                    .context("producer: acknowledgement reader has stopped")?;
+            }
+        }
+        self.writer
+            .write_all(&self.frame)
+            .context("producer: writing a Produce request")
+    }
+
+    fn close(&mut self) {
+        self.meta = None;
+        let _ = self.writer.shutdown(Shutdown::Both);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
 }
 
 fn read_acks(
     mut reader: FrameReader,
-    metas: mpsc::Receiver<RequestMeta>,
+    metas: mpsc::Receiver<(i32, RequestMeta)>,
     version: i16,
-    in_flight: Arc<InFlight>,
-    stats: Arc<WorkerStats>,
-    clock: Clock,
+    acknowledger: Acknowledger,
 ) {
+    let stats = &acknowledger.stats;
     loop {
         let frame = match reader.read_frame() {
             Ok(frame) => frame,
@@ -263,29 +382,31 @@ fn read_acks(
                 if metas.try_recv().is_ok() {
                     stats.error(format!("producer connection failed: {error:#}"));
                 }
-                release_all(&in_flight);
+                acknowledger.failed();
                 return;
             }
         };
-        let acked_ns = clock.now_ns();
-        let Ok(meta) = metas.recv() else {
+        let acked_ns = acknowledger.clock.now_ns();
+        let Ok((expected_id, meta)) = metas.recv() else {
             stats.error("producer: response without a request".into());
-            release_all(&in_flight);
+            acknowledger.failed();
             return;
         };
         match decode_response::<ProduceRequest>(frame, version) {
             Ok((correlation_id, response)) => {
-                if correlation_id != meta.correlation_id {
+                if correlation_id != expected_id {
                     stats.error(format!(
-                        "producer: correlation id {correlation_id}, expected {}",
-                        meta.correlation_id
+                        "producer: correlation id {correlation_id}, expected {expected_id}"
                     ));
                 }
-                account_response(&response, &meta, acked_ns, &stats);
+                report_partition_errors(&response, stats);
+                acknowledger.acknowledged(&meta, acked_ns);
             }
-            Err(error) => stats.error(format!("producer: bad Produce response: {error:#}")),
+            Err(error) => {
+                stats.error(format!("producer: bad Produce response: {error:#}"));
+                acknowledger.in_flight.release();
+            }
         }
-        in_flight.release();
     }
 }
 
@@ -295,12 +416,7 @@ fn release_all(in_flight: &InFlight) {
     in_flight.changed.notify_all();
 }
 
-fn account_response(
-    response: &ProduceResponse,
-    meta: &RequestMeta,
-    acked_ns: u64,
-    stats: &WorkerStats,
-) {
+fn report_partition_errors(response: &ProduceResponse, stats: &WorkerStats) {
     for topic in &response.responses {
         for partition in &topic.partition_responses {
             if partition.error_code != 0 {
@@ -313,6 +429,9 @@ fn account_response(
             }
         }
     }
+}
+
+fn account_acknowledged(meta: &RequestMeta, acked_ns: u64, stats: &WorkerStats) {
     {
         let mut histograms = stats.histograms.lock().unwrap_or_else(|e| e.into_inner());
         for intended in &meta.intended_ns {
@@ -339,14 +458,12 @@ struct Sender<'a> {
     partition_link: Vec<usize>,
     links: Vec<Link>,
     encoder: BatchEncoder,
-    /// Reused buffers: encoded batches, then the request frame.
+    /// Reused buffer the encoded batches are split off.
     batch_buffer: BytesMut,
-    frame: BytesMut,
     rng: FastRng,
     sticky_partition: usize,
     buffered_bytes: usize,
     written_value_bytes: u64,
-    topic: kafka_protocol::messages::TopicName,
 }
 
 impl Sender<'_> {
@@ -496,19 +613,20 @@ impl Sender<'_> {
         let spec = self.spec;
         let clock = spec.clock;
         let batch_timestamp_ms = (clock.now_ns() / 1_000_000) as i64;
-        let mut partition_data = Vec::new();
+        let mut batches: RequestBatches = Vec::new();
         let mut intended_ns = Vec::new();
         let mut value_bytes = 0u64;
         let mut request_bytes = 0usize;
         let link = &mut self.links[link_index];
         while let Some(batch) = link.ready.front() {
             let batch_bytes: usize = batch.messages.iter().map(|m| m.value_bytes as usize).sum();
-            if !partition_data.is_empty() && request_bytes + batch_bytes > REQUEST_MAX_BYTES {
+            if !batches.is_empty() && request_bytes + batch_bytes > REQUEST_MAX_BYTES {
                 break;
             }
             let batch = link.ready.pop_front().expect("front exists");
             // Batches are split off one reused buffer; its allocation is reclaimed below,
-            // once the request holding the slices has been encoded and dropped.
+            // once the link has dropped the slices (Kafka: after encoding the request; QUIC
+            // holds them until the peer acknowledged the packets, so a new buffer is taken).
             self.encoder.encode(
                 &mut self.batch_buffer,
                 &batch.messages,
@@ -530,44 +648,23 @@ impl Sender<'_> {
             link.ready_bytes -= accounted;
             self.buffered_bytes -= accounted;
             intended_ns.extend(batch.messages.iter().map(|m| m.intended_ns));
-            partition_data.push(
-                PartitionProduceData::default()
-                    .with_index(batch.partition)
-                    .with_records(Some(encoded.freeze())),
-            );
+            batches.push((batch.partition, encoded.freeze()));
         }
-        let request = ProduceRequest::default()
-            .with_acks(spec.acks)
-            .with_timeout_ms(PRODUCE_TIMEOUT_MS)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(self.topic.clone())
-                .with_partition_data(partition_data)]);
-        let correlation_id = link.next_correlation_id;
-        link.next_correlation_id = link.next_correlation_id.wrapping_add(1);
-        self.frame.clear();
-        encode_request(&mut self.frame, correlation_id, link.version, &request)?;
-        drop(request);
+        let message_count = intended_ns.len() as u64;
+        let written_ns_guess = clock.now_ns();
+        let meta = RequestMeta {
+            written_ns: written_ns_guess,
+            intended_ns: if spec.acks != 0 {
+                intended_ns.clone()
+            } else {
+                Vec::new()
+            },
+            value_bytes,
+        };
+        link.io.write(batches, meta)?;
         self.batch_buffer.clear();
         self.batch_buffer
             .reserve(request_bytes + request_bytes / 8 + 4096);
-        let message_count = intended_ns.len() as u64;
-        let written_ns_guess = clock.now_ns();
-        if spec.acks != 0 {
-            let meta = RequestMeta {
-                correlation_id,
-                written_ns: written_ns_guess,
-                intended_ns: intended_ns.clone(),
-                value_bytes,
-            };
-            if let Some(sender) = &link.meta {
-                sender
-                    .send(meta)
-                    .context("producer: acknowledgement reader has stopped")?;
-            }
-        }
-        link.writer
-            .write_all(&self.frame)
-            .context("producer: writing a Produce request")?;
         let written_ns = clock.now_ns();
         self.written_value_bytes += value_bytes;
         let stats = &spec.stats;

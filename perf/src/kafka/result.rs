@@ -1,5 +1,6 @@
-//! The JSON result of one run: workload, broker address, machine, git revision, summary
-//! figures, the per-second series and the percentile spectra. `compare` and `plot` read it back.
+//! The JSON result of one run: workload, protocol, broker address, machine, git revision,
+//! summary figures, the per-second series and the percentile spectra. `compare` and `plot`
+//! read it back.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,7 +21,15 @@ pub struct RunResult {
     /// A short name for plots and tables (default: the workload name).
     pub label: String,
     pub workload: Workload,
+    /// The protocol the generator spoke (results from before QUIC support are Kafka's).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The address the run was pointed at: Kafka bootstrap broker or QUIC listener.
     pub bootstrap: String,
+    /// How this run departs from what the workload file asks (e.g. QUIC has no group
+    /// membership), for readers of the result.
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub machine: Machine,
     pub git_revision: String,
     pub started_unix_s: u64,
@@ -54,6 +63,27 @@ pub struct RunResult {
     /// The machine's limits from the same run (`quiver-perf baseline --json`, passed with
     /// `--baseline-json`): the hook the baseline subcommand plugs into.
     pub machine_baseline: Option<serde_json::Value>,
+}
+
+/// The wire protocol of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The Kafka protocol over TCP.
+    #[default]
+    Kafka,
+    /// Quiver's `quiver/1` over QUIC.
+    Quic,
+}
+
+impl Protocol {
+    /// The name in labels, tables and plots.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Kafka => "kafka-tcp",
+            Protocol::Quic => "quic",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,8 +238,12 @@ impl RunResult {
         let e = &self.end_to_end_latency_us;
         let mut lines = vec![
             format!(
-                "{}: {} against {} for {:.1} s",
-                self.label, self.workload.name, self.bootstrap, self.measured_s
+                "{}: {} against {} over {} for {:.1} s",
+                self.label,
+                self.workload.name,
+                self.bootstrap,
+                self.protocol.name(),
+                self.measured_s
             ),
             format!(
                 "  publish   {:>12.0} msg/s {:>9.1} MB/s  ({} messages)",
@@ -251,6 +285,9 @@ impl RunResult {
             self.load_average.0, self.load_average.1
         ));
         lines.push(cpu);
+        for note in &self.notes {
+            lines.push(format!("  note: {note}"));
+        }
         if self.errors > 0 {
             lines.push(format!(
                 "  errors: {} (first: {})",
@@ -259,5 +296,24 @@ impl RunResult {
             ));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_from_before_quic_read_as_kafka() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/omb-classic.json");
+        let result = RunResult::load(&path).unwrap();
+        assert_eq!(result.protocol, Protocol::Kafka);
+        assert!(result.notes.is_empty());
+        let text = serde_json::to_string(&RunResult {
+            protocol: Protocol::Quic,
+            ..result
+        })
+        .unwrap();
+        assert!(text.contains(r#""protocol":"quic""#));
     }
 }

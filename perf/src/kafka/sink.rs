@@ -60,7 +60,7 @@ struct SinkState {
 }
 
 pub fn run(args: SinkArgs) -> Result<()> {
-    super::tune_allocator();
+    quiver_engine::runtime::tune_allocator();
     let listener =
         TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;

@@ -330,7 +330,13 @@ pub async fn prepare_io(data_dir: &Path) -> Result<()> {
         .map(|m| m.len() >= 4096)
         .unwrap_or(false);
     if !ok {
-        std::fs::write(&probe, vec![0u8; 4096])
+        // Every shard runs this at start-up on the same directory: written under a
+        // per-thread name and renamed into place, so no shard ever opens a probe file
+        // another is still writing (an empty probe is exactly what poisons glommio's
+        // cache, above). Seen once as EOPNOTSUPP at start-up under load.
+        let tmp = data_dir.join(format!(".io-probe.{:?}.tmp", std::thread::current().id()));
+        std::fs::write(&tmp, vec![0u8; 4096])
+            .and_then(|()| std::fs::rename(&tmp, &probe))
             .map_err(|e| EngineError::io("write", probe.display(), e))?;
     }
     let f = glommio::io::DmaFile::open(&probe)

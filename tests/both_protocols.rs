@@ -3,6 +3,8 @@
 //! through one front end is read through the other. The Kafka side is a minimal client
 //! built from `kafka-protocol` messages, enough for these scenarios.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,20 +102,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.data_dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_broker(&mut self.child, &[&self.data_dir]);
     }
 }
 

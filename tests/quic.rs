@@ -2,6 +2,8 @@
 //! `quiver serve` process on free ports with a data dir under ./target (O_DIRECT needs a
 //! real filesystem such as ext4, so never /tmp), driven by the `quiver-client` library.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,21 +104,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.data_dir);
-                let _ = std::fs::remove_file(&self.log);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop_broker(&mut self.child, &[&self.data_dir, &self.log]);
     }
 }
 

@@ -779,9 +779,8 @@ impl PartitionLog {
     /// buffer once both writes are done (and before the sync) makes the result exact
     /// while the big writes keep their queue depth.
     async fn write_jobs(&self, jobs: &[FlushJob]) -> Result<()> {
-        let overlapping = jobs.iter().any(|j| {
-            let st = self.state.borrow();
-            st.zero_fill.as_ref().is_some_and(|z| {
+        let overlapping = self.state.borrow().zero_fill.as_ref().is_some_and(|z| {
+            jobs.iter().any(|j| {
                 z.segment_base == j.segment_base
                     && j.chunk.position < z.end
                     && j.chunk.position + j.write_buf.len() as u64 > z.start

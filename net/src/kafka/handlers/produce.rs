@@ -18,10 +18,26 @@ struct Item {
     records: Bytes,
 }
 
+#[derive(Clone, Copy)]
+enum AckWait {
+    Appended,
+    Written,
+    Committed,
+}
+
 /// Returns `None` for acks=0: Kafka sends no response then.
 pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let me = shard();
     let acks = req.acks;
+    // What the reply waits for. acks=1: the leader's write (survives a broker crash, like
+    // Kafka's page-cache write), or only the append with --acks1-on-append (Redpanda's
+    // leader ack); acks=all: the durability policy (fdatasync).
+    let wait = match acks {
+        0 => AckWait::Appended,
+        1 if me.config.acks1_on_append => AckWait::Appended,
+        1 => AckWait::Written,
+        _ => AckWait::Committed,
+    };
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut items = Vec::new();
     let fail = |index: i32, code: i16, message: Option<&str>| {
@@ -89,12 +105,11 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
             let mut out = Vec::with_capacity(items.len());
             for (item, ticket) in items.iter().zip(tickets) {
                 let result = match ticket {
-                    Ok(t) if acks == 0 => Ok(t.outcome()),
-                    Ok(t) if acks == 1 && shard().config.acks1_on_append => Ok(t.outcome()),
-                    // acks=1: the leader's write (survives a broker crash, like Kafka's
-                    // page-cache write); acks=all: the durability policy (fdatasync).
-                    Ok(t) if acks == 1 => t.written().await.map_err(ServiceError::from),
-                    Ok(t) => t.committed().await.map_err(ServiceError::from),
+                    Ok(t) => match wait {
+                        AckWait::Appended => Ok(t.outcome()),
+                        AckWait::Written => t.written().await.map_err(ServiceError::from),
+                        AckWait::Committed => t.committed().await.map_err(ServiceError::from),
+                    },
                     Err(e) => Err(e),
                 };
                 out.push((item.topic_index, item.partition_index, result.map_err(|e| {

@@ -252,9 +252,18 @@ pub fn rewrite(
     if let Some(max) = kept.iter().map(|s| s.timestamp).max() {
         header.max_timestamp = max.into();
     }
+    let codec = if kept.is_empty() {
+        // An empty batch is a bare uncompressed header, as Kafka writes it
+        // (`DefaultRecordBatch.writeEmptyHeader`): librdkafka aborts on a compressed
+        // payload that inflates to nothing.
+        header.attributes = (header.attributes.get() & !0x7).into();
+        Compression::None
+    } else {
+        codec(&header)?
+    };
     let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len());
     out.put_slice(header.as_bytes());
-    compress(codec(&header)?, &records, &mut out)?;
+    compress(codec, &records, &mut out)?;
     let batch_length =
         i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| BatchError::TooLarge(out.len()))?;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
@@ -283,7 +292,10 @@ mod tests {
     use super::*;
     use crate::batch::build;
 
-    fn stored(records: &[(Option<&[u8]>, Option<&[u8]>)], base: i64) -> Vec<u8> {
+    /// A record's key and value, either null.
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+    fn stored(records: &[KeyValue<'_>], base: i64) -> Vec<u8> {
         let mut b = build::batch_kv(records, 1_000, 7, 2, 40);
         batch::patch(&mut b, base, 3);
         b
@@ -347,6 +359,14 @@ mod tests {
             let offsets: Vec<i64> = again.spans.iter().map(|s| s.offset).collect();
             assert_eq!(offsets, vec![101, 102]);
             assert_eq!(again.key(&again.spans[0]), Some(&b"b"[..]));
+            // Emptied, it is a bare uncompressed header whatever the codec was.
+            let Rewrite::Rewritten(empty) = rewrite(&decoded, true, |_, _| false).unwrap() else {
+                panic!("expected an empty batch");
+            };
+            assert_eq!(empty.len(), BATCH_HEADER_BYTES);
+            let h = batch::validate_framing_and_crc(&empty).unwrap();
+            assert_eq!(h.compression(), Some(Compression::None));
+            assert_eq!(h.last_offset(), 103);
         }
     }
 

@@ -121,6 +121,14 @@ struct ServeArgs {
     /// Partitions of the internal __consumer_offsets topic (fixed once created).
     #[arg(long, default_value_t = 16)]
     offsets_topic_partitions: i32,
+    /// segment.bytes of the internal __consumer_offsets topic when it is created
+    /// (Kafka's offsets.topic.segment.bytes, 100 MiB there).
+    #[arg(long, default_value_t = quiver_net::kafka::broker::OFFSETS_TOPIC_SEGMENT_BYTES)]
+    offsets_topic_segment_bytes: u64,
+    /// How often retention and the log cleaner (compaction) run, in ms (Kafka's
+    /// log.retention.check.interval.ms and log.cleaner.backoff.ms).
+    #[arg(long, default_value_t = 30_000)]
+    retention_check_interval_ms: u64,
     /// Default segment size in bytes (Kafka's log.segment.bytes).
     #[arg(long, default_value_t = quiver_engine::limits::DEFAULT_SEGMENT_BYTES)]
     segment_bytes: u64,
@@ -208,6 +216,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.offsets_topic_partitions = args.offsets_topic_partitions;
+    config.offsets_topic_segment_bytes = args.offsets_topic_segment_bytes;
+    config.retention_check_interval =
+        Duration::from_millis(args.retention_check_interval_ms.max(1));
     config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
     config.acks1_on_append = args.acks1_on_append;
     config.log_defaults.segment_bytes = args.segment_bytes;

@@ -99,6 +99,8 @@ pub enum BatchError {
     BadRecord { index: i32, reason: &'static str },
     #[error("transactional and control batches are not supported")]
     Transactional,
+    #[error("record {index} has no key, which a compacted topic requires")]
+    NullKeyInCompactedTopic { index: i32 },
 }
 
 /// Reads the header without validating anything but its presence.

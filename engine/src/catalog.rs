@@ -29,6 +29,9 @@ pub const SUPPORTED_CONFIGS: &[&str] = &[
     "segment.ms",
     "flush.ms",
     "flush.messages",
+    "min.cleanable.dirty.ratio",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +69,20 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 pub fn validate_config(key: &str, value: &str) -> Result<String> {
     let bad = || EngineError::InvalidConfig(format!("{key}={value}"));
     match key {
-        "cleanup.policy" => match value {
-            "delete" | "compact" => Ok(value.to_string()),
-            _ => Err(bad()),
-        },
+        "cleanup.policy" => CleanupPolicy::from_kafka_str(value)
+            .map(|p| p.as_kafka_str().to_string())
+            .ok_or_else(bad),
+        "min.cleanable.dirty.ratio" => {
+            let per_mille = crate::compaction::parse_ratio_per_mille(value).ok_or_else(bad)?;
+            Ok(format!("{}", per_mille as f64 / 1000.0))
+        }
+        "delete.retention.ms" | "min.compaction.lag.ms" => {
+            let v: i64 = value.parse().map_err(|_| bad())?;
+            if v < 0 {
+                return Err(bad());
+            }
+            Ok(v.to_string())
+        }
         "retention.ms" | "retention.bytes" => {
             let v: i64 = value.parse().map_err(|_| bad())?;
             if v < -1 {
@@ -137,10 +150,15 @@ impl TopicMeta {
             return Some(v.clone());
         }
         Some(match key {
-            "cleanup.policy" => match defaults.cleanup_policy {
-                CleanupPolicy::Delete => "delete".into(),
-                CleanupPolicy::Compact => "compact".into(),
-            },
+            "cleanup.policy" => defaults.cleanup_policy.as_kafka_str().into(),
+            "min.cleanable.dirty.ratio" => {
+                format!(
+                    "{}",
+                    defaults.min_cleanable_dirty_ratio_per_mille as f64 / 1000.0
+                )
+            }
+            "delete.retention.ms" => defaults.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => defaults.min_compaction_lag_ms.to_string(),
             "retention.ms" => defaults
                 .retention_ms
                 .map(|v| v as i64)
@@ -169,12 +187,25 @@ impl TopicMeta {
     pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
         let mut c = defaults.clone();
         let num = |k: &str| self.configs.get(k).and_then(|v| v.parse::<i64>().ok());
-        if let Some(v) = self.configs.get("cleanup.policy") {
-            c.cleanup_policy = if v == "compact" {
-                CleanupPolicy::Compact
-            } else {
-                CleanupPolicy::Delete
-            };
+        if let Some(p) = self
+            .configs
+            .get("cleanup.policy")
+            .and_then(|v| CleanupPolicy::from_kafka_str(v))
+        {
+            c.cleanup_policy = p;
+        }
+        if let Some(r) = self
+            .configs
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| crate::compaction::parse_ratio_per_mille(v))
+        {
+            c.min_cleanable_dirty_ratio_per_mille = r;
+        }
+        if let Some(v) = num("delete.retention.ms") {
+            c.delete_retention_ms = v.max(0) as u64;
+        }
+        if let Some(v) = num("min.compaction.lag.ms") {
+            c.min_compaction_lag_ms = v.max(0) as u64;
         }
         if let Some(v) = num("retention.ms") {
             c.retention_ms = (v >= 0).then_some(v as u64);

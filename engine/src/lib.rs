@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod compaction;
 pub mod error;
 pub mod foreign;
 pub mod index;

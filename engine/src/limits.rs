@@ -90,6 +90,31 @@ pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 /// `max.in.flight.requests.per.connection` <= 5 for idempotent producers).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
+/// Keys the compaction offset map holds per pass (hashes of 16 bytes plus an offset).
+/// The map stops taking new segments of the dirty part of the log at this many keys
+/// (a segment already started is finished, so it may exceed this by one segment's
+/// keys); the rest of the dirty part waits for the next pass.
+pub const COMPACTION_KEYS_PER_PASS_MAX: usize = 1 << 20;
+
+/// Bytes of the dirty part of a log one compaction pass maps. A pass also reads (and
+/// may rewrite) everything before that part, like Kafka's cleaner; this bounds the new
+/// work per pass. At least one segment is taken even if it is larger.
+pub const COMPACTION_DIRTY_BYTES_PER_PASS_MAX: u64 = 256 * 1024 * 1024;
+
+/// The cleaner reads sealed segments in windows of at least this size (more when one
+/// batch is larger).
+pub const COMPACTION_READ_BYTES: usize = 1024 * 1024;
+
+/// Cleaned output is written through a stream writer with buffers of this size.
+pub const COMPACTION_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Kafka's `delete.retention.ms` default: how long a tombstone stays readable once its
+/// segment is cleanable.
+pub const DEFAULT_DELETE_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
+/// Kafka's `min.cleanable.dirty.ratio` default (0.5), per mille.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PER_MILLE: u16 = 500;
+
 const _: () = assert!(MIN_WRITE_ALIGNMENT_BYTES.is_power_of_two());
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));
 const _: () = assert!(ZERO_FILL_LOW_WATER_BYTES < ZERO_FILL_CHUNK_BYTES);
@@ -102,3 +127,7 @@ const _: () = assert!(DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES as u64 <= MAX_SEGMENT_BYTES);
 const _: () = assert!(READ_WINDOW_BYTES <= RECOVERY_READ_BYTES);
 const _: () = assert!(BATCH_HEADER_BYTES <= RECOVERY_ZERO_CHECK_BYTES);
+const _: () = assert!(READ_WINDOW_BYTES <= COMPACTION_READ_BYTES);
+const _: () = assert!(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PER_MILLE <= 1000);
+const _: () =
+    assert!((COMPACTION_WRITE_BUFFER_BYTES as u64).is_multiple_of(MIN_WRITE_ALIGNMENT_BYTES));

@@ -33,6 +33,9 @@ use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::recovery::{ScanEvent, ScanSummary, ScannedBatch, SegmentScanner};
 use crate::types::{LeaderEpoch, Offset};
 
+mod cleaner;
+pub use cleaner::CompactionReport;
+
 /// When an append counts as committed (acknowledged to acks=1/all producers and visible
 /// to consumers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +52,51 @@ pub enum Durability {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CleanupPolicy {
+    /// Retention deletes whole sealed segments by age and size.
     Delete,
-    /// Accepted and reported; compaction itself is not implemented yet, so a compacted
-    /// topic keeps every record (nothing is deleted by retention either).
+    /// The cleaner (`PartitionLog::compact`, log/cleaner.rs) keeps the latest record per
+    /// key in sealed segments and drops tombstones after `delete_retention_ms`;
+    /// retention deletes nothing.
     Compact,
+    /// Both: compaction, and retention by age and size (Kafka's "compact,delete").
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Kafka's spelling of the policy (`cleanup.policy`).
+    pub fn as_kafka_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    /// Parses Kafka's list ("compact", "delete", "compact,delete" in either order).
+    pub fn from_kafka_str(value: &str) -> Option<Self> {
+        let (mut compact, mut delete) = (false, false);
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +107,12 @@ pub struct LogConfig {
     pub retention_ms: Option<u64>,
     pub cleanup_policy: CleanupPolicy,
     pub durability: Durability,
+    /// Kafka's `min.cleanable.dirty.ratio`, per mille.
+    pub min_cleanable_dirty_ratio_per_mille: u16,
+    /// Kafka's `delete.retention.ms`: how long a tombstone survives once cleanable.
+    pub delete_retention_ms: u64,
+    /// Kafka's `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -74,6 +124,9 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             cleanup_policy: CleanupPolicy::Delete,
             durability: Durability::EveryCommit,
+            min_cleanable_dirty_ratio_per_mille: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PER_MILLE,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -235,6 +288,14 @@ pub struct LogStats {
     pub segments_sealed: u64,
     /// Zero bytes written ahead of appends (see `ZERO_FILL_CHUNK_BYTES`).
     pub zero_fill_bytes: u64,
+    /// Compaction passes that rewrote at least one segment.
+    pub compaction_passes: u64,
+    /// Bytes of sealed segments the cleaner rewrote (their size before cleaning).
+    pub compaction_bytes_cleaned: u64,
+    /// Bytes those rewrites freed.
+    pub compaction_bytes_reclaimed: u64,
+    /// Records removed: superseded values, expired tombstones, records without a key.
+    pub compaction_records_removed: u64,
 }
 
 /// A zero-fill write in flight: `[start, end)` of the segment based at `segment_base`.
@@ -288,6 +349,9 @@ pub struct PartitionLog {
     /// Serializes appends across the roll check and its awaits, so two appends cannot
     /// both roll the same segment.
     append_lock: glommio::sync::Semaphore,
+    /// Where the cleaner's last pass ended (not persisted: after a restart the whole
+    /// log counts as dirty once).
+    cleaner: RefCell<cleaner::CleanerState>,
 }
 
 fn segment_path(dir: &Path, base: Offset, ext: &str) -> PathBuf {
@@ -342,6 +406,9 @@ impl PartitionLog {
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Rc<PartitionLog>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| EngineError::io("create dir", dir.display(), e))?;
+        // A cleaner killed mid-swap left `.cleaned` / `.swap` files: finish or drop them
+        // before the segments are listed.
+        cleaner::finish_interrupted_swaps(dir).await?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)
             .map_err(|e| EngineError::io("list", dir.display(), e))?
             .filter_map(|e| e.ok())
@@ -352,6 +419,7 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
 
+        let gaps_below = cleaner::gaps_below(dir);
         let mut segments = Vec::new();
         let mut producers = ProducerStateTable::new();
         let mut truncated_at: Option<usize> = None;
@@ -375,8 +443,10 @@ impl PartitionLog {
                 }
             }
             let is_last = i + 1 == bases.len();
+            // Compaction leaves offset gaps in the sealed segments it rewrote.
+            let gaps = !is_last && Offset(base) < gaps_below;
             let (segment, clean) =
-                recover_segment(dir, Offset(base), is_last, &mut producers).await?;
+                recover_segment(dir, Offset(base), is_last, gaps, &mut producers).await?;
             segments.push(segment);
             if !clean && !is_last {
                 truncated_at = Some(i);
@@ -421,6 +491,7 @@ impl PartitionLog {
             .collect();
         let log = Rc::new(PartitionLog {
             append_lock: glommio::sync::Semaphore::new(1),
+            cleaner: RefCell::new(cleaner::CleanerState::new(log_start_offset)),
             state: RefCell::new(LogState {
                 dir: dir.to_path_buf(),
                 config,
@@ -534,6 +605,9 @@ impl PartitionLog {
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendTicket> {
         let batches = batch::split_and_validate(records)?;
+        if self.state.borrow().config.cleanup_policy.compacts() {
+            cleaner::check_keys(records, &batches)?;
+        }
         loop {
             let wait = {
                 let st = self.state.borrow();
@@ -1122,10 +1196,34 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Reads whole batches starting with the one containing `start`, up to `max_bytes`
-    /// (at least one batch even if larger, as Kafka does since KIP-74), stopping at the
-    /// high watermark and at the end of the segment holding `start`.
+    /// Reads whole batches starting with the one containing `start` (or, when
+    /// compaction removed it, the next one after it), up to `max_bytes` (at least one
+    /// batch even if larger, as Kafka does since KIP-74), stopping at the high watermark
+    /// and at the end of the segment holding the first batch.
     pub async fn read(&self, start: Offset, max_bytes: usize) -> Result<ReadOutput> {
+        let mut from = start;
+        loop {
+            let out = self.read_segment(from, max_bytes).await?;
+            if !out.chunks.is_empty() {
+                return Ok(out);
+            }
+            // Nothing at or after `from` in its segment: compaction removed the rest of
+            // it, so the next batch is in a later segment.
+            let next = {
+                let st = self.state.borrow();
+                st.segments
+                    .iter()
+                    .map(|s| s.base_offset)
+                    .find(|b| *b > from && *b < st.committed_end)
+            };
+            match next {
+                Some(b) => from = b,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn read_segment(&self, start: Offset, max_bytes: usize) -> Result<ReadOutput> {
         drain_graveyard();
         let (file, path, lookup_pos, limit, tail, hw, lso, leo) = {
             let st = self.state.borrow();
@@ -1275,7 +1373,8 @@ impl PartitionLog {
                 let mut advanced = false;
                 while let Some(h) = view.header_at(pos) {
                     let len = h.total_len() as u64;
-                    if h.max_timestamp.get() >= timestamp {
+                    // Batches compaction emptied hold no record to answer with.
+                    if h.max_timestamp.get() >= timestamp && h.records_count.get() > 0 {
                         let whole = if view.covers(pos, pos + len) {
                             view
                         } else {
@@ -1321,7 +1420,7 @@ impl PartitionLog {
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let victims: Vec<(Offset, Rc<DmaFile>)> = {
             let mut st = self.state.borrow_mut();
-            if st.config.cleanup_policy != CleanupPolicy::Delete {
+            if !st.config.cleanup_policy.deletes() {
                 return Ok(0);
             }
             let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
@@ -1495,6 +1594,7 @@ async fn recover_segment(
     dir: &Path,
     base: Offset,
     is_last: bool,
+    offset_gaps: bool,
     producers: &mut ProducerStateTable,
 ) -> Result<(Segment, bool)> {
     let path = segment_path(dir, base, "log");
@@ -1538,18 +1638,20 @@ async fn recover_segment(
     }
     let _ = std::fs::remove_file(&index_path);
     let mut index = SegmentIndex::new(base);
-    let summary = scan_segment_file(&file, &path, base, file_size, |scanned| {
+    let summary = scan_segment_file(&file, &path, base, file_size, offset_gaps, |scanned| {
         let header = &scanned.header;
         index.on_batch(
             Offset(header.base_offset.get()),
             scanned.position,
             header.max_timestamp.get(),
         );
+        // The sequence range follows the offsets (Kafka's lastSequence =
+        // baseSequence + lastOffsetDelta): a compacted batch has fewer records.
         producers.record(
             header.producer_id.get(),
             header.producer_epoch.get(),
             header.base_sequence.get(),
-            header.records_count.get(),
+            header.offset_count() as i32,
             Offset(header.base_offset.get()),
         );
     })
@@ -1617,9 +1719,10 @@ async fn scan_segment_file(
     path: &Path,
     base: Offset,
     file_size: u64,
+    offset_gaps: bool,
     mut on_batch: impl FnMut(&ScannedBatch),
 ) -> Result<ScanSummary> {
-    let mut scanner = SegmentScanner::new(base, file_size);
+    let mut scanner = SegmentScanner::new(base, file_size).allow_offset_gaps(offset_gaps);
     let mut window: Option<(u64, glommio::io::ReadResult)> = None;
     loop {
         let event = match &window {

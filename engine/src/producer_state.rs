@@ -116,6 +116,15 @@ impl ProducerStateTable {
         }
     }
 
+    /// Base offset of the last batch remembered for `producer_id` (compaction keeps that
+    /// batch, possibly emptied, so replaying the log restores the producer's sequence).
+    pub fn last_batch_offset(&self, producer_id: i64) -> Option<Offset> {
+        self.producers
+            .get(&producer_id)
+            .and_then(|e| e.batches.back())
+            .map(|b| b.base_offset)
+    }
+
     /// Records an appended idempotent batch (also used when replaying the log).
     pub fn record(
         &mut self,

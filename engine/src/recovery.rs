@@ -11,7 +11,9 @@
 //!   where the previous one ended, so the valid log is exactly `[0, valid_len)`.
 //! - Every reported batch passed framing, magic and CRC-32C checks, has
 //!   `recordsCount >= 0` and `lastOffsetDelta >= 0`, and its base offset is the segment's
-//!   base offset (first batch) or one past the previous batch's last offset (dense).
+//!   base offset (first batch) or one past the previous batch's last offset (dense);
+//!   with `allow_offset_gaps` (sealed segments, which compaction may have thinned), at
+//!   or after it.
 //! - The decisions depend only on the segment's bytes and length, never on how they
 //!   were split into windows.
 //! - `valid_len <= segment_len`; a request for bytes never reaches past `segment_len`.
@@ -92,6 +94,7 @@ pub struct SegmentScanner {
     expected_next: Offset,
     batches: u64,
     done: Option<ScanSummary>,
+    offset_gaps: bool,
 }
 
 impl SegmentScanner {
@@ -103,7 +106,15 @@ impl SegmentScanner {
             expected_next: base_offset,
             batches: 0,
             done: None,
+            offset_gaps: false,
         }
+    }
+
+    /// Accept batches that start past the next expected offset (never before it): what a
+    /// compacted segment looks like.
+    pub fn allow_offset_gaps(mut self, allow: bool) -> Self {
+        self.offset_gaps = allow;
+        self
     }
 
     pub fn base_offset(&self) -> Offset {
@@ -141,7 +152,8 @@ impl SegmentScanner {
         match batch::scan_step(avail) {
             ScanStep::Batch { header, len } => {
                 let found = Offset(header.base_offset.get());
-                if found != self.expected_next {
+                let gap_ok = self.offset_gaps && found > self.expected_next;
+                if found != self.expected_next && !gap_ok {
                     return self.finish(ScanEnd::OffsetDiscontinuity {
                         expected: self.expected_next,
                         found,

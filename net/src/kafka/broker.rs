@@ -22,6 +22,9 @@ use quiver_engine::{EngineError, Result};
 
 /// Name of the internal topic holding committed consumer offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Default `segment.bytes` of the offsets topic. Kafka uses 100 MiB; commits are ~100-byte
+/// records, so 16 MiB seals (and so compacts) sooner while keeping segments few.
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Everything `quiver serve` was configured with. Read-only after start.
 #[derive(Debug, Clone)]
@@ -35,7 +38,12 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub offsets_topic_partitions: i32,
+    /// `segment.bytes` of the internal offsets topic when it is created (Kafka's
+    /// `offsets.topic.segment.bytes`): small enough that its segments seal and the
+    /// cleaner compacts them.
+    pub offsets_topic_segment_bytes: u64,
     pub log_defaults: LogConfig,
+    /// How often retention and the log cleaner run over this shard's logs.
     pub retention_check_interval: Duration,
     /// Group coordinator: delay before the first rebalance of an empty group
     /// (Kafka's group.initial.rebalance.delay.ms).
@@ -60,6 +68,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             offsets_topic_partitions: 16,
+            offsets_topic_segment_bytes: OFFSETS_TOPIC_SEGMENT_BYTES,
             log_defaults: LogConfig::default(),
             retention_check_interval: Duration::from_secs(30),
             group_initial_rebalance_delay_ms: 0,
@@ -237,7 +246,9 @@ impl Shard {
         }
     }
 
-    /// Periodically deletes segments beyond retention on every log this shard owns.
+    /// Periodically deletes segments beyond retention and compacts the logs that
+    /// compact, on every log this shard owns. One task does both, so retention and the
+    /// cleaner never work on one log at the same time.
     pub async fn retention_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(self.config.retention_check_interval).await;
@@ -255,6 +266,21 @@ impl Shard {
                         "retention deleted segments"
                     ),
                     Err(e) => tracing::error!(topic, partition = p, error = %e, "retention failed"),
+                }
+                match log.compact(now_ms).await {
+                    Ok(r) if r.groups_rewritten == 0 => {}
+                    Ok(r) => tracing::info!(
+                        topic,
+                        partition = p,
+                        segments = r.segments_replaced,
+                        bytes_cleaned = r.bytes_cleaned,
+                        bytes_reclaimed = r.bytes_reclaimed,
+                        records_removed = r.records_removed,
+                        "compacted"
+                    ),
+                    Err(e) => {
+                        tracing::error!(topic, partition = p, error = %e, "compaction failed")
+                    }
                 }
             }
         }
@@ -324,6 +350,10 @@ pub fn ensure_internal_topics(config: &BrokerConfig) -> Result<()> {
     if !existing.iter().any(|t| t.name == OFFSETS_TOPIC) {
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            config.offsets_topic_segment_bytes.to_string(),
+        );
         let meta = TopicMeta::new(OFFSETS_TOPIC, config.offsets_topic_partitions, configs)?;
         catalog::save_topic(&config.data_dir, &meta)?;
     }

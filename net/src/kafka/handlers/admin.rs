@@ -36,7 +36,8 @@ const TYPE_LIST: i8 = 7;
 fn config_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => TYPE_LIST,
-        "segment.bytes" => 3, // INT
+        "segment.bytes" => 3,             // INT
+        "min.cleanable.dirty.ratio" => 6, // DOUBLE
         k if k.ends_with(".ms") || k.ends_with(".bytes") || k.ends_with(".messages") => TYPE_LONG,
         _ => TYPE_STRING,
     }

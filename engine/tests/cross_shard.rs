@@ -129,8 +129,14 @@ fn cross_shard_hops_with_cancellation_survive_a_storm() {
     let run_for = Duration::from_millis(1500);
     let hops = Arc::new(AtomicUsize::new(0));
     let h = Arc::clone(&hops);
+    // Shards that finished their own hops. A shard keeps serving until both have: an
+    // executor that returned early would drop the other shard's hops in flight to it,
+    // and that shard would wait for their answers forever (a hang of this test in about
+    // one run in five under load; the broker's shards live until the process stops).
+    let finished = Arc::new(AtomicUsize::new(0));
     two_shards(move |ctx| {
         let h = Arc::clone(&h);
+        let finished = Arc::clone(&finished);
         async move {
             let other = ShardId(1 - ctx.id().0);
             let deadline = Instant::now() + run_for;
@@ -167,6 +173,10 @@ fn cross_shard_hops_with_cancellation_survive_a_storm() {
             }
             for t in tasks {
                 t.await;
+            }
+            finished.fetch_add(1, Ordering::AcqRel);
+            while finished.load(Ordering::Acquire) < 2 {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
     });

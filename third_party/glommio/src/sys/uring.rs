@@ -1072,13 +1072,18 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
-            if self
-                .submit_sqes()
+            // QUIVER PATCH (2): submit the link and wait in one io_uring_enter instead of
+            // two. The kernel waits only if every SQE was submitted (io_uring_enter
+            // returns early otherwise), so a failed link never sleeps.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|n| n as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1086,14 +1091,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings are linked, and we slept. Good morning!
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1222,6 +1221,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // QUIVER PATCH (1): when the armed latency timer is a preemption timer (not the user
+    // timer armed for a sleep), the instant it fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1355,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,22 +1817,43 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Upstream cancels the old timer here regardless of whether we can sleep,
+        // and arms a new one below, on every poll.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // QUIVER PATCH (1): keep the armed latency-ring timer while it is still pending,
+        // unless a fresh preemption timer would fire sooner. Upstream, every turn of the
+        // executor loop costs an ASYNC_CANCEL and a TIMEOUT on the latency ring plus an
+        // ASYNC_CANCEL, a TIMEOUT and a WRITE on the main ring, and a park cancels the
+        // preemption timer and arms the user timer: with each ring in its own
+        // io_uring_enter, about 25 syscalls per request served, several on its critical
+        // path. A kept timer fires no later than a re-armed one would, so a task queue is
+        // never given more time than the preempt timer allows (sometimes less), and a
+        // pending preemption timer kept through a sleep only wakes the executor early
+        // (at most once per preempt period), as a user timer would.
+        let now = Instant::now();
+        let pending = Self::still_armed(&self.latency_preemption_timeout_src);
+        let keep_latency_timer = match (preempt_timer(), self.latency_preemption_deadline.get()) {
+            (Some(preempt), Some(deadline)) => pending && deadline <= now + preempt,
+            (None, Some(_)) => pending,
+            (_, None) => false,
+        };
+        if !keep_latency_timer {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_preemption_deadline.set(None);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // QUIVER PATCH (1): a throughput timer that has not fired yet stays armed (it
+        // counts completions since it was armed, so it fires sooner, never later).
+        if !Self::still_armed(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1875,24 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // QUIVER PATCH (1): a kept timer that fires first wakes us in time.
+                // Checked again here: the kept timer may have fired since the top of
+                // this function (its completion consumed above), and sleeping on a timer
+                // that is gone would miss the user timer.
+                let deadline = Instant::now() + dur;
+                let covered = Self::still_armed(&self.latency_preemption_timeout_src)
+                    && self
+                        .latency_preemption_deadline
+                        .get()
+                        .is_some_and(|d| d <= deadline);
+                if !covered {
+                    // Replacing drops the kept timer: its cancellation is queued and
+                    // flushed after the sleep; at worst it wakes us once more.
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    self.latency_preemption_deadline.set(Some(deadline));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1880,9 +1919,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // QUIVER PATCH (1): only when the previous one was not kept, or fired since.
+            if !keep_latency_timer || !Self::still_armed(&self.latency_preemption_timeout_src) {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_deadline
+                    .set(Some(Instant::now() + preempt));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1893,6 +1937,14 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// QUIVER PATCH (1): whether the timer in `slot` is submitted and has not completed.
+    fn still_armed(slot: &Cell<Option<Source>>) -> bool {
+        let source = slot.take();
+        let armed = source.as_ref().is_some_and(|s| s.result().is_none());
+        slot.set(source);
+        armed
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {

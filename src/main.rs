@@ -327,6 +327,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bytes_referenced = totals.bytes_referenced,
                 bytes_copied = totals.bytes_copied,
                 copied_per_byte_served = totals.copied_per_byte_served(),
+                connections_moved_in = quiver_net::kafka::server::connections_moved_in(),
                 "shard stopped cleanly"
             );
         }

@@ -40,6 +40,22 @@ pub const MAX_FETCH_RESPONSE_BYTES: usize = 55 * 1024 * 1024;
 /// listen backlog.
 pub const MAX_CONNECTIONS_PER_SHARD: usize = 4096;
 
+/// Consecutive produce or fetch requests of a connection that must all touch partitions of
+/// one other shard before the connection moves to that shard (so later requests need no
+/// cross-shard hop). Requests that touch no partition (metadata, heartbeats) do not count
+/// either way; one that touches this shard's partitions, or several shards, resets it.
+///
+/// At the limit: the connection moves at the next request boundary where every response
+/// has been written (the socket and any bytes already read go along), so responses stay
+/// in order.
+pub const CONNECTION_MOVE_AFTER_REQUESTS: u32 = 8;
+
+/// How many times one connection may move between shards in its lifetime, so a client
+/// whose partitions alternate between shards cannot make it bounce forever.
+///
+/// At the limit: the connection stays where it is and hops per request, as before.
+pub const MAX_MOVES_PER_CONNECTION: u32 = 4;
+
 /// Bytes of the size prefix in front of every request and response frame (a big-endian `i32`).
 /// A wire-format constant, not a tunable; it lives here so that buffer sizes can be derived from it.
 pub const FRAME_SIZE_PREFIX_BYTES: usize = 4;
@@ -48,6 +64,7 @@ pub const FRAME_SIZE_PREFIX_BYTES: usize = 4;
 const _: () = assert!(MAX_REQUEST_FRAME_BYTES <= i32::MAX as usize);
 const _: () = assert!(MAX_FETCH_RESPONSE_BYTES <= i32::MAX as usize);
 const _: () = assert!(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION > 0);
+const _: () = assert!(CONNECTION_MOVE_AFTER_REQUESTS > 0);
 const _: () = assert!(MAX_CONNECTIONS_PER_SHARD > 0);
 const _: () = assert!(MAX_REQUEST_FRAME_BYTES <= MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION);
 

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -19,14 +19,16 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use quiver_engine::types::ShardId;
 
 use super::broker::shard;
 use super::frame::{decode_request, encode_response, ErrorAction, FrameDecoder};
 use super::groups::RequestContext;
 use super::handlers;
 use super::limits::{
-    MAX_CONNECTIONS_PER_SHARD, MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION,
-    MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION,
+    CONNECTION_MOVE_AFTER_REQUESTS, MAX_CONNECTIONS_PER_SHARD,
+    MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION,
+    MAX_MOVES_PER_CONNECTION,
 };
 use super::scatter::ScatterFrame;
 use super::versions;
@@ -45,12 +47,26 @@ enum Slot {
     Ready(ScatterFrame),
     /// Everything before this is answered, then the connection closes.
     Close,
+    /// Everything before this is answered; the writer stops without closing the socket,
+    /// which moves to another shard.
+    Handoff,
+}
+
+thread_local! {
+    /// Kafka connections open on this shard, accepted here or moved here.
+    static OPEN_CONNECTIONS: Cell<usize> = const { Cell::new(0) };
+    /// Connections that moved to this shard because it owns their partitions.
+    static CONNECTIONS_MOVED_IN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Connections that moved to this shard so far (logged when the shard stops).
+pub fn connections_moved_in() -> u64 {
+    CONNECTIONS_MOVED_IN.with(Cell::get)
 }
 
 /// Accepts Kafka connections on this shard until the listener fails.
 pub async fn serve(addr: SocketAddr) -> io::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    let open = Rc::new(Cell::new(0usize));
     tracing::info!(%addr, shard = shard().id().0, "kafka listener up");
     loop {
         let stream = match listener.accept().await {
@@ -61,51 +77,194 @@ pub async fn serve(addr: SocketAddr) -> io::Result<()> {
                 continue;
             }
         };
-        let peer = stream.peer_addr().ok();
-        if open.get() >= MAX_CONNECTIONS_PER_SHARD {
+        if OPEN_CONNECTIONS.with(Cell::get) >= MAX_CONNECTIONS_PER_SHARD {
             tracing::warn!(
-                ?peer,
+                peer = ?stream.peer_addr().ok(),
                 limit = MAX_CONNECTIONS_PER_SHARD,
                 "connection limit reached; closing new connection"
             );
             drop(stream);
             continue;
         }
-        open.set(open.get() + 1);
-        let open = Rc::clone(&open);
-        glommio::spawn_local(async move {
-            if let Err(e) = connection(stream).await {
-                tracing::debug!(?peer, error = %e, "connection ended with error");
-            }
-            open.set(open.get() - 1);
-        })
-        .detach();
+        spawn_connection(stream, BytesMut::new(), MAX_MOVES_PER_CONNECTION);
     }
 }
 
-async fn connection(stream: TcpStream) -> io::Result<()> {
+/// Serves a connection on this shard. `buf` holds bytes already read from it (by the
+/// shard it moved from).
+fn spawn_connection(stream: TcpStream, buf: BytesMut, moves_left: u32) {
+    OPEN_CONNECTIONS.with(|n| n.set(n.get() + 1));
+    glommio::spawn_local(async move {
+        let peer = stream.peer_addr().ok();
+        if let Err(e) = connection(stream, buf, moves_left).await {
+            tracing::debug!(?peer, error = %e, "connection ended with error");
+        }
+        OPEN_CONNECTIONS.with(|n| n.set(n.get() - 1));
+    })
+    .detach();
+}
+
+/// How the reading side of a connection ended.
+enum ReadEnd {
+    Closed,
+    /// Every response is written; the connection continues on shard `to`, starting with
+    /// the bytes in `buf`.
+    Move {
+        to: ShardId,
+        buf: BytesMut,
+    },
+}
+
+async fn connection(stream: TcpStream, buf: BytesMut, moves_left: u32) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok();
     let fd = stream.as_raw_fd();
     let (mut reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
-    let writer_task = glommio::spawn_local(write_responses(fd, writer, rx));
-    let read_result = read_requests(&mut reader, &tx, peer).await;
+    let unanswered = Rc::new(Cell::new(0usize));
+    let writer_task = glommio::spawn_local(write_responses(fd, writer, rx, Rc::clone(&unanswered)));
+    let mut affinity = Affinity::new(moves_left);
+    let read_result = read_requests(&mut reader, &tx, peer, buf, &unanswered, &mut affinity).await;
     drop(tx);
     let write_result = writer_task.await;
-    read_result.and(write_result)
+    match read_result? {
+        ReadEnd::Closed => write_result,
+        ReadEnd::Move { to, buf } => {
+            write_result?;
+            // SAFETY: `fd` belongs to the stream, whose read half is still alive here.
+            let socket = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+            // Both halves gone: this shard's descriptor closes, the duplicate keeps the
+            // socket (nothing shuts it down: the writer stopped without closing).
+            drop(reader);
+            move_connection(to, socket, buf, moves_left - 1).await
+        }
+    }
+}
+
+/// Hands a connection to shard `to`, which serves it from then on.
+async fn move_connection(
+    to: ShardId,
+    socket: OwnedFd,
+    buf: BytesMut,
+    moves_left: u32,
+) -> io::Result<()> {
+    tracing::debug!(
+        to = to.0,
+        "connection moves to the shard owning its partitions"
+    );
+    shard()
+        .ctx
+        .run_on(to, move || async move {
+            // SAFETY: `socket` is an open TCP socket this closure owns.
+            let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+            CONNECTIONS_MOVED_IN.with(|n| n.set(n.get() + 1));
+            spawn_connection(stream, buf, moves_left);
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Tracks which shard owns the partitions a connection's requests touch, to move the
+/// connection there (limits: `CONNECTION_MOVE_AFTER_REQUESTS`, `MAX_MOVES_PER_CONNECTION`).
+/// A producer or consumer of one partition whose connection the kernel handed to
+/// another shard otherwise pays a cross-shard round trip on every request.
+struct Affinity {
+    moves_left: u32,
+    candidate: Option<ShardId>,
+    streak: u32,
+}
+
+impl Affinity {
+    fn new(moves_left: u32) -> Self {
+        Affinity {
+            moves_left,
+            candidate: None,
+            streak: 0,
+        }
+    }
+
+    fn observe(&mut self, body: &RequestKind) {
+        if self.moves_left == 0 {
+            return;
+        }
+        let me = shard();
+        let mut owner: Option<ShardId> = None;
+        let mut mixed = false;
+        let mut note = |s: ShardId| match owner {
+            None => owner = Some(s),
+            Some(o) if o != s => mixed = true,
+            Some(_) => {}
+        };
+        let mut unknown = false;
+        match body {
+            RequestKind::Produce(r) => {
+                for t in &r.topic_data {
+                    for p in &t.partition_data {
+                        note(me.owner_of(t.name.0.as_str(), p.index));
+                    }
+                }
+            }
+            RequestKind::Fetch(r) => {
+                for t in &r.topics {
+                    let name = if t.topic.0.is_empty() {
+                        match me.topic_by_id(t.topic_id.as_bytes()) {
+                            Some(m) => m.name.clone(),
+                            None => {
+                                unknown = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        t.topic.0.to_string()
+                    };
+                    for p in &t.partitions {
+                        note(me.owner_of(&name, p.partition));
+                    }
+                }
+            }
+            // Requests without partitions say nothing about where the connection belongs.
+            _ => return,
+        }
+        let mixed = mixed || unknown;
+        match owner {
+            Some(s) if !mixed && s != me.id() => {
+                if self.candidate == Some(s) {
+                    self.streak += 1;
+                } else {
+                    self.candidate = Some(s);
+                    self.streak = 1;
+                }
+            }
+            // Only empty requests (a fetch of no partitions) say nothing.
+            None if !mixed => {}
+            _ => {
+                self.candidate = None;
+                self.streak = 0;
+            }
+        }
+    }
+
+    /// The shard to move to, once the streak is long enough.
+    fn target(&self) -> Option<ShardId> {
+        (self.moves_left > 0 && self.streak >= CONNECTION_MOVE_AFTER_REQUESTS)
+            .then_some(self.candidate)
+            .flatten()
+    }
 }
 
 async fn read_requests<R: futures::AsyncRead + Unpin>(
     reader: &mut R,
     tx: &LocalSender<Slot>,
     peer: Option<SocketAddr>,
-) -> io::Result<()> {
+    mut buf: BytesMut,
+    unanswered: &Cell<usize>,
+    affinity: &mut Affinity,
+) -> io::Result<ReadEnd> {
     let mut decoder = FrameDecoder::new();
     let budget = Rc::new(Semaphore::new(
         MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION as u64,
     ));
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    buf.reserve(READ_CHUNK_BYTES);
     loop {
         loop {
             let frame = match decoder.decode(&mut buf) {
@@ -114,7 +273,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 Err(e) => {
                     tracing::warn!(?peer, error = %e, "bad frame; closing connection");
                     let _ = tx.send(Slot::Close).await;
-                    return Ok(());
+                    return Ok(ReadEnd::Closed);
                 }
             };
             // Back-pressure on memory: requests in flight on this connection hold their
@@ -126,7 +285,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 as u64;
             let permit = match budget.acquire_static_permit(units).await {
                 Ok(p) => p,
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(ReadEnd::Closed),
             };
             let request = match decode_request(frame) {
                 Ok(r) => r,
@@ -140,25 +299,27 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                         ));
                         match encode_response(correlation_id, ApiKey::ApiVersions, 0, &body) {
                             Ok(frame) => {
+                                unanswered.set(unanswered.get() + 1);
                                 if tx.send(Slot::Ready(frame)).await.is_err() {
-                                    return Ok(());
+                                    return Ok(ReadEnd::Closed);
                                 }
                                 continue;
                             }
                             Err(err) => {
                                 tracing::error!(error = %err, "encoding ApiVersions fallback failed");
                                 let _ = tx.send(Slot::Close).await;
-                                return Ok(());
+                                return Ok(ReadEnd::Closed);
                             }
                         }
                     }
                     ErrorAction::CloseConnection => {
                         tracing::warn!(?peer, error = %e, "bad request; closing connection");
                         let _ = tx.send(Slot::Close).await;
-                        return Ok(());
+                        return Ok(ReadEnd::Closed);
                     }
                 },
             };
+            affinity.observe(&request.body);
             let api_key = request.api_key;
             let version = request.api_version();
             let correlation_id = request.correlation_id();
@@ -185,8 +346,9 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 }
             })
             .detach();
+            unanswered.set(unanswered.get() + 1);
             if tx.send(Slot::Pending(handle, permit)).await.is_err() {
-                return Ok(());
+                return Ok(ReadEnd::Closed);
             }
         }
         // Read more: at least what the pending frame still needs.
@@ -203,12 +365,22 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             }
         };
         buf.truncate(start + n);
+        // A request boundary with every response written: the connection may move to
+        // the shard that owns its partitions, taking the bytes just read along.
+        if n > 0 && unanswered.get() == 0 {
+            if let Some(to) = affinity.target() {
+                if tx.send(Slot::Handoff).await.is_err() {
+                    return Ok(ReadEnd::Closed);
+                }
+                return Ok(ReadEnd::Move { to, buf });
+            }
+        }
         if n == 0 {
             if !buf.is_empty() {
                 tracing::debug!(?peer, leftover = buf.len(), "connection closed mid-frame");
             }
             let _ = tx.send(Slot::Close).await;
-            return Ok(());
+            return Ok(ReadEnd::Closed);
         }
     }
 }
@@ -296,6 +468,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
     fd: std::os::fd::RawFd,
     mut writer: W,
     rx: LocalReceiver<Slot>,
+    unanswered: Rc<Cell<usize>>,
 ) -> io::Result<()> {
     while let Some(slot) = rx.recv().await {
         // The permit (request bytes held against the budget) is released once the
@@ -304,12 +477,18 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
             Slot::Pending(handle, permit) => match handle.await {
                 Some(Some(frame)) => (frame, Some(permit)),
                 // No response (acks=0) or the handler failed to encode (already logged).
-                _ => continue,
+                _ => {
+                    unanswered.set(unanswered.get() - 1);
+                    continue;
+                }
             },
             Slot::Ready(frame) => (frame, None),
             Slot::Close => break,
+            // The socket lives on elsewhere: do not shut its write side.
+            Slot::Handoff => return Ok(()),
         };
         write_frame(fd, &mut writer, &frame.chunks).await?;
+        unanswered.set(unanswered.get() - 1);
     }
     writer.close().await
 }

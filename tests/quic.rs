@@ -730,7 +730,7 @@ async fn raw_produce(client: &Client, topic: &str, batch: Bytes) -> quiver_proto
         topic: topic.to_string(),
         partition: 0,
         acks: Acks::All,
-        records: batch,
+        records: vec![batch],
     })
     .encode(5);
     for chunk in frame {

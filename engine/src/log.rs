@@ -533,14 +533,29 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendTicket> {
-        let batches = batch::split_and_validate(records)?;
+        self.append_chunks(&[records], leader_epoch).await
+    }
+
+    /// [`append`](Self::append) for records received as chunks, split anywhere (the
+    /// views of decrypted packets a QUIC stream delivered). The batches are validated
+    /// where they lie, across chunk boundaries, before anything changes, then each is
+    /// copied from the chunks straight into the staging buffer: one copy, as for one
+    /// buffer. A rejected append leaves the log as it was.
+    pub async fn append_chunks<C: AsRef<[u8]>>(
+        self: &Rc<Self>,
+        records: &[C],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendTicket> {
+        let batches = batch::split_and_validate_chunks(records)?;
+        let mut source = batch::Scattered::new(records);
+        let records_len = source.len();
         loop {
             let wait = {
                 let st = self.state.borrow();
                 if st.failed {
                     return Err(EngineError::LogFailed);
                 }
-                if st.unflushed_bytes + records.len() > MAX_UNFLUSHED_BYTES_PER_PARTITION
+                if st.unflushed_bytes + records_len > MAX_UNFLUSHED_BYTES_PER_PARTITION
                     && st.unflushed_bytes > 0
                 {
                     drop(st);
@@ -604,7 +619,7 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| EngineError::LogFailed)?;
-        if self.needs_roll(records.len()) {
+        if self.needs_roll(records_len) {
             self.roll().await?;
         }
         let mut guard = self.state.borrow_mut();
@@ -615,15 +630,8 @@ impl PartitionLog {
         let base_offset = st.log_end_offset;
         let mut next = base_offset;
         for &(pos, header) in &batches {
-            let bytes = &records[pos..pos + header.total_len()];
             let batch_base = next;
-            stage_batch(
-                st,
-                bytes,
-                batch_base,
-                leader_epoch,
-                header.max_timestamp.get(),
-            );
+            stage_batch(st, &mut source, pos, &header, batch_base, leader_epoch);
             st.producers.record(
                 header.producer_id.get(),
                 header.producer_epoch.get(),
@@ -1378,15 +1386,24 @@ fn corrupt(path: &Path, pos: u64, reason: &str) -> EngineError {
     }
 }
 
-/// Copies one batch into the open staging buffer (opening one if needed) and patches its
-/// offset and epoch there: the only copy of record bytes on the produce path.
-fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch, max_ts: i64) {
+/// Copies one validated batch, `header`, at `pos` of `source` into the open staging buffer
+/// (opening one if needed) and patches its offset and epoch there: the only copy of record
+/// bytes on the produce path, whether they came as one buffer or as chunks.
+fn stage_batch<C: AsRef<[u8]>>(
+    st: &mut LogState,
+    source: &mut batch::Scattered<'_, C>,
+    pos: usize,
+    header: &batch::BatchHeader,
+    base: Offset,
+    epoch: LeaderEpoch,
+) {
+    let len = header.total_len();
     let alignment = st.alignment;
     let seg_idx = st.segments.len() - 1;
     let fits = st
         .staging
         .as_ref()
-        .is_some_and(|s| s.len + bytes.len() <= s.buf.len());
+        .is_some_and(|s| s.len + len <= s.buf.len());
     if !fits {
         close_staging(st);
         let seg = &st.segments[seg_idx];
@@ -1399,8 +1416,8 @@ fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch
         } else {
             0
         };
-        let capacity = align_up((head + bytes.len()).max(room) as u64, alignment) as usize;
-        let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + bytes.len()));
+        let capacity = align_up((head + len).max(room) as u64, alignment) as usize;
+        let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + len));
         if head > 0 {
             // The partial block already on disk: rewrite it unchanged.
             let last = seg
@@ -1419,15 +1436,14 @@ fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch
         });
     }
     let staging = st.staging.as_mut().expect("opened above");
-    let dst = &mut staging.buf.as_bytes_mut()[staging.len..staging.len + bytes.len()];
-    dst.copy_from_slice(bytes);
+    let dst = &mut staging.buf.as_bytes_mut()[staging.len..staging.len + len];
+    source.copy_to(pos, dst);
     batch::patch(dst, base.0, epoch.0);
-    staging.len += bytes.len();
-    st.unflushed_bytes += bytes.len();
+    staging.len += len;
+    st.unflushed_bytes += len;
     let seg = &mut st.segments[seg_idx];
-    seg.index.on_batch(base, seg.size, max_ts);
-    seg.size += bytes.len() as u64;
-    let header = batch::parse_header(bytes).expect("validated");
+    seg.index.on_batch(base, seg.size, header.max_timestamp.get());
+    seg.size += len as u64;
     seg.next_offset = base.next(header.offset_count());
 }
 

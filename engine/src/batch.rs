@@ -716,7 +716,11 @@ mod tests {
         assert_eq!(whole.len(), 2);
         for cuts in &cuts {
             let chunks = cut(&buf, cuts);
-            assert_eq!(split_and_validate_chunks(&chunks).unwrap(), whole, "{cuts:?}");
+            assert_eq!(
+                split_and_validate_chunks(&chunks).unwrap(),
+                whole,
+                "{cuts:?}"
+            );
             let mut copied = vec![0u8; buf.len() - 3];
             Scattered::new(&chunks).copy_to(3, &mut copied);
             assert_eq!(copied, buf[3..], "{cuts:?}");
@@ -749,11 +753,18 @@ mod tests {
             let fitting = cuts.iter().filter(|c| c.iter().all(|&c| c <= bad.len()));
             for cuts in fitting.chain(std::iter::once(&single_bytes)) {
                 let chunks = cut(bad, cuts);
-                assert_eq!(split_and_validate_chunks(&chunks), Err(whole.clone()), "{cuts:?}");
+                assert_eq!(
+                    split_and_validate_chunks(&chunks),
+                    Err(whole.clone()),
+                    "{cuts:?}"
+                );
             }
         }
         let none: [&[u8]; 0] = [];
-        assert_eq!(split_and_validate_chunks(&none), Err(BatchError::TooShort(0)));
+        assert_eq!(
+            split_and_validate_chunks(&none),
+            Err(BatchError::TooShort(0))
+        );
     }
 
     #[test]

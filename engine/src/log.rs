@@ -1442,7 +1442,8 @@ fn stage_batch<C: AsRef<[u8]>>(
     staging.len += len;
     st.unflushed_bytes += len;
     let seg = &mut st.segments[seg_idx];
-    seg.index.on_batch(base, seg.size, header.max_timestamp.get());
+    seg.index
+        .on_batch(base, seg.size, header.max_timestamp.get());
     seg.size += len as u64;
     seg.next_offset = base.next(header.offset_count());
 }

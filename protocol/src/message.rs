@@ -56,12 +56,6 @@ pub struct ProduceRequest {
     pub records: Vec<Bytes>,
 }
 
-impl ProduceRequest {
-    pub fn records_len(&self) -> usize {
-        self.records.iter().map(|r| r.len()).sum()
-    }
-}
-
 /// A request decoded from a body received as chunks, and how many body bytes decoding
 /// copied to join chunks (never a PRODUCE's records).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,7 +552,10 @@ impl Request {
                     topic,
                     partition,
                     acks,
-                    records: (!records.is_empty()).then_some(records).into_iter().collect(),
+                    records: (!records.is_empty())
+                        .then_some(records)
+                        .into_iter()
+                        .collect(),
                 })
             }
             FrameType::Fetch => {
@@ -1292,7 +1289,10 @@ mod tests {
                         let (c0, r0) = (c.as_ptr() as usize, r.as_ptr() as usize);
                         r0 >= c0 && r0 + r.len() <= c0 + c.len()
                     };
-                    assert!(chunks.iter().any(inside), "{cuts:?}: a record chunk was copied");
+                    assert!(
+                        chunks.iter().any(inside),
+                        "{cuts:?}: a record chunk was copied"
+                    );
                 }
             }
             // Every cut of a truncated body is an error, never a panic.

@@ -31,8 +31,8 @@ use quiver_protocol::transport::{
     mtu_is_known, read_body_chunks, server_transport_configs, ReceivedBody,
 };
 use quiver_protocol::{
-    Acks, ChunkedRequest, ErrorCode, FrameError, FrameHeader, PartitionRecords,
-    Request, Response, HEADER_BYTES,
+    Acks, ChunkedRequest, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response,
+    HEADER_BYTES,
 };
 use tokio::sync::mpsc;
 

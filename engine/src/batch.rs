@@ -24,8 +24,7 @@ const CRC_START: usize = 21;
 /// attributes (1), timestampDelta (varlong, <= 10) and offsetDelta (varint, <= 5).
 const RECORD_PREFIX_MAX: usize = 5 + 1 + 10 + 5;
 
-/// Bytes read as one sequence from a list of chunks: one buffer (`&[&[u8]]` of length one)
-/// or the chunks of a QUIC stream. Reads go by absolute position and may cross chunk
+/// Bytes read as one sequence from a list of chunks: the chunks of a QUIC stream. Reads go by absolute position and may cross chunk
 /// boundaries; a read that does is gathered into a caller's small stack buffer (at most a
 /// batch header or a record prefix), never the records themselves. Reads that move forward,
 /// which is all validation and staging do, find their chunk in amortised O(1).
@@ -86,36 +85,6 @@ impl<'a, C: AsRef<[u8]>> Scattered<'a, C> {
         }
     }
 
-    /// Up to `scratch.len()` bytes from `pos`, fewer where `end` (<= `self.len`) comes
-    /// first, as one slice: borrowed when they lie in one chunk, else gathered into
-    /// `scratch`.
-    fn window<'s>(&mut self, pos: usize, end: usize, scratch: &'s mut [u8]) -> &'s [u8]
-    where
-        'a: 's,
-    {
-        let n = end.saturating_sub(pos).min(scratch.len());
-        if n == 0 {
-            return &[];
-        }
-        let (chunk, offset) = self.seek(pos);
-        if chunk.len() - offset >= n {
-            return &chunk[offset..offset + n];
-        }
-        let mut filled = 0;
-        self.for_each_piece(pos, n, |piece| {
-            scratch[filled..filled + piece.len()].copy_from_slice(piece);
-            filled += piece.len();
-        });
-        &scratch[..n]
-    }
-
-    /// CRC-32C of `pos..pos + n` (`pos + n <= self.len`), chunk by chunk.
-    fn crc32c(&mut self, pos: usize, n: usize) -> u32 {
-        let mut crc = 0;
-        self.for_each_piece(pos, n, |piece| crc = crc32c::crc32c_append(crc, piece));
-        crc
-    }
-
     /// Copies `pos..pos + dst.len()` (within `self.len`) into `dst`: the one copy of
     /// record bytes on the produce path.
     pub fn copy_to(&mut self, pos: usize, dst: &mut [u8]) {
@@ -125,11 +94,69 @@ impl<'a, C: AsRef<[u8]>> Scattered<'a, C> {
             filled += piece.len();
         });
     }
+}
 
-    /// The batch header at `pos`, if `pos..end` holds one.
+/// Where validation reads record bytes: one buffer, or chunks ([`Scattered`]). One buffer
+/// gets its own instance of the validation code, so a Kafka request (and a QUIC body that
+/// came in one packet) pays nothing for chunks.
+trait RecordSource {
+    fn len(&self) -> usize;
+
+    /// Bytes from `pos` (<= `end` <= `self.len()`) as one slice: at least
+    /// `scratch.len()` of them or all up to `end`, at most up to `end`. Borrowed when
+    /// they lie in one piece, else gathered into `scratch`.
+    fn window<'s>(&'s mut self, pos: usize, end: usize, scratch: &'s mut [u8]) -> &'s [u8];
+
+    /// CRC-32C of `pos..pos + n` (`pos + n <= self.len()`).
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32;
+
+    /// The batch header at `pos` (<= `end`), if `pos..end` holds one.
     fn header_at(&mut self, pos: usize, end: usize) -> Result<BatchHeader, BatchError> {
         let mut scratch = [0u8; BATCH_HEADER_BYTES];
         parse_header(self.window(pos, end, &mut scratch))
+    }
+}
+
+impl RecordSource for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn window<'s>(&'s mut self, pos: usize, end: usize, _: &'s mut [u8]) -> &'s [u8] {
+        &self[pos..end]
+    }
+
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32 {
+        crc32c::crc32c(&self[pos..pos + n])
+    }
+}
+
+impl<C: AsRef<[u8]>> RecordSource for Scattered<'_, C> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn window<'s>(&'s mut self, pos: usize, end: usize, scratch: &'s mut [u8]) -> &'s [u8] {
+        let n = (end - pos).min(scratch.len());
+        if n == 0 {
+            return &[];
+        }
+        let (chunk, offset) = self.seek(pos);
+        if chunk.len() - offset >= n {
+            return &chunk[offset..chunk.len().min(offset + end - pos)];
+        }
+        let mut filled = 0;
+        self.for_each_piece(pos, n, |piece| {
+            scratch[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        });
+        &scratch[..n]
+    }
+
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32 {
+        let mut crc = 0;
+        self.for_each_piece(pos, n, |piece| crc = crc32c::crc32c_append(crc, piece));
+        crc
     }
 }
 
@@ -226,13 +253,14 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Validates exactly one batch occupying all of `buf`.
-pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    validate_batch_at(&mut Scattered::new(&[buf]), 0, buf.len())
+pub fn validate_batch(mut buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let len = buf.len();
+    validate_batch_at(&mut buf, 0, len)
 }
 
 /// Validates exactly one batch occupying `pos..pos + len` of `src`.
-fn validate_batch_at<C: AsRef<[u8]>>(
-    src: &mut Scattered<'_, C>,
+fn validate_batch_at(
+    src: &mut impl RecordSource,
     pos: usize,
     len: usize,
 ) -> Result<BatchHeader, BatchError> {
@@ -262,13 +290,14 @@ fn validate_batch_at<C: AsRef<[u8]>>(
 }
 
 /// Framing, magic and CRC only: what recovery needs to trust bytes it wrote itself.
-pub fn validate_framing_and_crc(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    validate_framing_and_crc_at(&mut Scattered::new(&[buf]), 0, buf.len())
+pub fn validate_framing_and_crc(mut buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let len = buf.len();
+    validate_framing_and_crc_at(&mut buf, 0, len)
 }
 
 /// Framing, magic and CRC of one batch occupying `pos..pos + len` of `src`.
-fn validate_framing_and_crc_at<C: AsRef<[u8]>>(
-    src: &mut Scattered<'_, C>,
+fn validate_framing_and_crc_at(
+    src: &mut impl RecordSource,
     pos: usize,
     len: usize,
 ) -> Result<BatchHeader, BatchError> {
@@ -296,8 +325,8 @@ fn validate_framing_and_crc_at<C: AsRef<[u8]>>(
 /// Walks uncompressed records in `pos..end` of `src`: each is a zigzag varint length
 /// followed by that many bytes, starting with attributes(1), timestampDelta(varlong),
 /// offsetDelta(varint). Only a record's first [`RECORD_PREFIX_MAX`] bytes are read.
-fn validate_records<C: AsRef<[u8]>>(
-    src: &mut Scattered<'_, C>,
+fn validate_records(
+    src: &mut impl RecordSource,
     mut pos: usize,
     end: usize,
     count: i32,
@@ -307,12 +336,15 @@ fn validate_records<C: AsRef<[u8]>>(
         let bad = |reason| BatchError::BadRecord { index, reason };
         // The length and, when the record is long enough, the fields after it: varints
         // read no further than their maximum width, so a prefix decides as the whole would.
-        let prefix = src.window(pos, end, &mut scratch);
-        let (len, used) = read_varint(prefix).ok_or(bad("truncated length"))?;
+        let window = src.window(pos, end, &mut scratch);
+        let (len, used) = read_varint(window).ok_or(bad("truncated length"))?;
+        let rest = &window[used..];
         if len < 0 || len as usize > end - pos - used {
             return Err(bad("length exceeds batch"));
         }
-        let body = &prefix[used..prefix.len().min(used + len as usize)];
+        // The record, or as much of it as the window holds: then at least the 16 bytes
+        // the fields below can take.
+        let body = rest.get(..len as usize).unwrap_or(rest);
         let body = body.get(1..).ok_or(bad("missing attributes"))?;
         let (_, used_ts) = read_varlong(body).ok_or(bad("truncated timestamp delta"))?;
         let (offset_delta, _) =
@@ -357,8 +389,8 @@ fn read_unsigned_varint(buf: &[u8], max_bytes: usize) -> Option<(u64, usize)> {
 
 /// Splits a produce request's `records` field into batches, validating each.
 /// An error in any batch rejects the whole field: partial appends never happen.
-pub fn split_and_validate(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
-    split_and_validate_chunks(&[buf])
+pub fn split_and_validate(mut buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    split_and_validate_in(&mut buf)
 }
 
 /// [`split_and_validate`] for records received as chunks (split anywhere). Positions are
@@ -366,7 +398,15 @@ pub fn split_and_validate(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, Batch
 pub fn split_and_validate_chunks<C: AsRef<[u8]>>(
     chunks: &[C],
 ) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
-    let mut src = Scattered::new(chunks);
+    match chunks {
+        [one] => split_and_validate(one.as_ref()),
+        _ => split_and_validate_in(&mut Scattered::new(chunks)),
+    }
+}
+
+fn split_and_validate_in(
+    src: &mut impl RecordSource,
+) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
     let len = src.len();
     let mut out = Vec::new();
     let mut pos = 0;
@@ -385,7 +425,7 @@ pub fn split_and_validate_chunks<C: AsRef<[u8]>>(
                 actual: remaining,
             });
         }
-        let header = validate_batch_at(&mut src, pos, total)?;
+        let header = validate_batch_at(src, pos, total)?;
         out.push((pos, header));
         pos += total;
     }

@@ -1072,15 +1072,17 @@ mod tests {
         Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<u8>>())
     }
 
-    #[test]
-    fn requests_round_trip() {
-        round_trip_request(Request::Produce(ProduceRequest {
+    fn sample_produce() -> Request {
+        Request::Produce(ProduceRequest {
             topic: "orders".into(),
             partition: 3,
             acks: Acks::All,
             records: vec![records()],
-        }));
-        round_trip_request(Request::Fetch(FetchRequest {
+        })
+    }
+
+    fn sample_fetch() -> Request {
+        Request::Fetch(FetchRequest {
             max_wait_ms: 500,
             min_bytes: 1,
             max_bytes: 1 << 20,
@@ -1090,7 +1092,13 @@ mod tests {
                 offset: 10,
                 max_bytes: 4096,
             }],
-        }));
+        })
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        round_trip_request(sample_produce());
+        round_trip_request(sample_fetch());
         round_trip_request(Request::Subscribe(SubscribeRequest {
             topic: "a".into(),
             partition: 1,
@@ -1240,23 +1248,6 @@ mod tests {
 
     #[test]
     fn chunked_bodies_decode_as_the_whole_and_records_are_not_copied() {
-        let produce = Request::Produce(ProduceRequest {
-            topic: "orders".into(),
-            partition: 3,
-            acks: Acks::All,
-            records: vec![records()],
-        });
-        let fetch = Request::Fetch(FetchRequest {
-            max_wait_ms: 500,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            partitions: vec![FetchPartition {
-                topic: "a".into(),
-                partition: 0,
-                offset: 7,
-                max_bytes: 100,
-            }],
-        });
         let flat = |r: Request| match r {
             Request::Produce(mut p) => {
                 p.records = vec![concat(&p.records)];
@@ -1264,7 +1255,7 @@ mod tests {
             }
             other => other,
         };
-        for req in [produce, fetch] {
+        for req in [sample_produce(), sample_fetch()] {
             let mut buf = concat(&req.encode(7));
             let frame = split_frame(&mut buf, usize::MAX).unwrap().unwrap();
             let body = frame.body;

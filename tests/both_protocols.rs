@@ -216,7 +216,7 @@ impl Front {
                     topic: topic.to_string(),
                     partition,
                     acks: quiver_protocol::Acks::All,
-                    records: batch,
+                    records: vec![batch],
                 })
                 .encode(1);
                 for chunk in frame {

@@ -74,7 +74,7 @@ impl BatchProducer {
             topic: self.topic.clone(),
             partition: self.partition,
             acks: self.acks,
-            records,
+            records: vec![records],
         });
         let want_reply = self.acks != Acks::None;
         Ok(ProduceAck(self.channel.send(&request, want_reply).await?))

@@ -333,7 +333,7 @@ async fn send_batch(
         topic: topic.to_string(),
         partition,
         acks: config.acks,
-        records: batch,
+        records: vec![batch],
     });
     let mut attempt = 0;
     loop {

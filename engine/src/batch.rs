@@ -5,6 +5,11 @@
 //! uncompressed) records whose lengths exactly fill the batch with offset deltas 0..n-1.
 //! Patching `baseOffset` and `partitionLeaderEpoch` leaves the CRC valid because the CRC
 //! does not cover them. Nothing here panics on any input.
+//!
+//! Record bytes arrive either as one buffer (a Kafka TCP request) or as the chunks a QUIC
+//! stream delivered (views of decrypted packets, split anywhere: inside a header, a CRC, a
+//! record). Validation reads them through [`Scattered`] by position, so both are checked by
+//! the same code with no copy; a buffer is the one-chunk case.
 
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -15,6 +20,145 @@ use crate::limits::{BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
 pub const LOG_OVERHEAD: usize = 12;
 /// Offset of the first CRC-covered byte (attributes).
 const CRC_START: usize = 21;
+/// The most bytes of a record that the record walk reads: its length (varint, <= 5 bytes),
+/// attributes (1), timestampDelta (varlong, <= 10) and offsetDelta (varint, <= 5).
+const RECORD_PREFIX_MAX: usize = 5 + 1 + 10 + 5;
+
+/// Bytes read as one sequence from a list of chunks: the chunks of a QUIC stream. Reads go by absolute position and may cross chunk
+/// boundaries; a read that does is gathered into a caller's small stack buffer (at most a
+/// batch header or a record prefix), never the records themselves. Reads that move forward,
+/// which is all validation and staging do, find their chunk in amortised O(1).
+pub struct Scattered<'a, C> {
+    chunks: &'a [C],
+    len: usize,
+    /// The chunk the last read started in, and its position in the sequence.
+    chunk: usize,
+    chunk_start: usize,
+}
+
+impl<'a, C: AsRef<[u8]>> Scattered<'a, C> {
+    pub fn new(chunks: &'a [C]) -> Self {
+        Scattered {
+            chunks,
+            len: chunks.iter().map(|c| c.as_ref().len()).sum(),
+            chunk: 0,
+            chunk_start: 0,
+        }
+    }
+
+    /// Bytes in all chunks together.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk holding `pos` and the offset of `pos` in it. `pos < self.len`.
+    fn seek(&mut self, pos: usize) -> (&'a [u8], usize) {
+        assert!(pos < self.len, "read at {pos} past the end ({})", self.len);
+        if pos < self.chunk_start {
+            self.chunk = 0;
+            self.chunk_start = 0;
+        }
+        let chunks: &'a [C] = self.chunks;
+        loop {
+            let chunk = chunks[self.chunk].as_ref();
+            if pos < self.chunk_start + chunk.len() {
+                return (chunk, pos - self.chunk_start);
+            }
+            self.chunk_start += chunk.len();
+            self.chunk += 1;
+        }
+    }
+
+    /// Calls `f` with the pieces of `pos..pos + n` in order, one per chunk touched.
+    /// `pos + n <= self.len`.
+    fn for_each_piece(&mut self, mut pos: usize, n: usize, mut f: impl FnMut(&'a [u8])) {
+        let end = pos + n;
+        while pos < end {
+            let (chunk, offset) = self.seek(pos);
+            let take = (chunk.len() - offset).min(end - pos);
+            f(&chunk[offset..offset + take]);
+            pos += take;
+        }
+    }
+
+    /// Copies `pos..pos + dst.len()` (within `self.len`) into `dst`: the one copy of
+    /// record bytes on the produce path.
+    pub fn copy_to(&mut self, pos: usize, dst: &mut [u8]) {
+        let mut filled = 0;
+        self.for_each_piece(pos, dst.len(), |piece| {
+            dst[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        });
+    }
+}
+
+/// Where validation reads record bytes: one buffer, or chunks ([`Scattered`]). One buffer
+/// gets its own instance of the validation code, so a Kafka request (and a QUIC body that
+/// came in one packet) pays nothing for chunks.
+trait RecordSource {
+    fn len(&self) -> usize;
+
+    /// Bytes from `pos` (<= `end` <= `self.len()`) as one slice: at least
+    /// `scratch.len()` of them or all up to `end`, at most up to `end`. Borrowed when
+    /// they lie in one piece, else gathered into `scratch`.
+    fn window<'s>(&'s mut self, pos: usize, end: usize, scratch: &'s mut [u8]) -> &'s [u8];
+
+    /// CRC-32C of `pos..pos + n` (`pos + n <= self.len()`).
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32;
+
+    /// The batch header at `pos` (<= `end`), if `pos..end` holds one.
+    fn header_at(&mut self, pos: usize, end: usize) -> Result<BatchHeader, BatchError> {
+        let mut scratch = [0u8; BATCH_HEADER_BYTES];
+        parse_header(self.window(pos, end, &mut scratch))
+    }
+}
+
+impl RecordSource for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn window<'s>(&'s mut self, pos: usize, end: usize, _: &'s mut [u8]) -> &'s [u8] {
+        &self[pos..end]
+    }
+
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32 {
+        crc32c::crc32c(&self[pos..pos + n])
+    }
+}
+
+impl<C: AsRef<[u8]>> RecordSource for Scattered<'_, C> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn window<'s>(&'s mut self, pos: usize, end: usize, scratch: &'s mut [u8]) -> &'s [u8] {
+        let n = (end - pos).min(scratch.len());
+        if n == 0 {
+            return &[];
+        }
+        let (chunk, offset) = self.seek(pos);
+        if chunk.len() - offset >= n {
+            return &chunk[offset..chunk.len().min(offset + end - pos)];
+        }
+        let mut filled = 0;
+        self.for_each_piece(pos, n, |piece| {
+            scratch[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        });
+        &scratch[..n]
+    }
+
+    fn crc32c(&mut self, pos: usize, n: usize) -> u32 {
+        let mut crc = 0;
+        self.for_each_piece(pos, n, |piece| crc = crc32c::crc32c_append(crc, piece));
+        crc
+    }
+}
 
 /// The fixed 61-byte header, big-endian on disk and on the wire.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -111,8 +255,18 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Validates exactly one batch occupying all of `buf`.
-pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = validate_framing_and_crc(buf)?;
+pub fn validate_batch(mut buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let len = buf.len();
+    validate_batch_at(&mut buf, 0, len)
+}
+
+/// Validates exactly one batch occupying `pos..pos + len` of `src`.
+fn validate_batch_at(
+    src: &mut impl RecordSource,
+    pos: usize,
+    len: usize,
+) -> Result<BatchHeader, BatchError> {
+    let header = validate_framing_and_crc_at(src, pos, len)?;
     let count = header.records_count.get();
     if count <= 0 {
         return Err(BatchError::BadRecordCount(count));
@@ -128,7 +282,9 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     match header.compression() {
         None => return Err(BatchError::BadCompression(header.attributes.get() & 0x7)),
-        Some(Compression::None) => validate_records(&buf[BATCH_HEADER_BYTES..], count)?,
+        Some(Compression::None) => {
+            validate_records(src, pos + BATCH_HEADER_BYTES, pos + len, count)?
+        }
         // Compressed payloads are stored as sent; their integrity is the CRC's job.
         Some(_) => {}
     }
@@ -136,22 +292,29 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Framing, magic and CRC only: what recovery needs to trust bytes it wrote itself.
-pub fn validate_framing_and_crc(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = parse_header(buf)?;
+pub fn validate_framing_and_crc(mut buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let len = buf.len();
+    validate_framing_and_crc_at(&mut buf, 0, len)
+}
+
+/// Framing, magic and CRC of one batch occupying `pos..pos + len` of `src`.
+fn validate_framing_and_crc_at(
+    src: &mut impl RecordSource,
+    pos: usize,
+    len: usize,
+) -> Result<BatchHeader, BatchError> {
+    let header = src.header_at(pos, pos + len)?;
     let field = header.batch_length.get() as i64;
-    if field + LOG_OVERHEAD as i64 != buf.len() as i64 {
-        return Err(BatchError::LengthMismatch {
-            field,
-            actual: buf.len(),
-        });
+    if field + LOG_OVERHEAD as i64 != len as i64 {
+        return Err(BatchError::LengthMismatch { field, actual: len });
     }
-    if buf.len() > MAX_BATCH_BYTES {
-        return Err(BatchError::TooLarge(buf.len()));
+    if len > MAX_BATCH_BYTES {
+        return Err(BatchError::TooLarge(len));
     }
     if header.magic != 2 {
         return Err(BatchError::BadMagic(header.magic));
     }
-    let actual = crc32c::crc32c(&buf[CRC_START..]);
+    let actual = src.crc32c(pos + CRC_START, len - CRC_START);
     if actual != header.crc.get() {
         return Err(BatchError::CrcMismatch {
             expected: header.crc.get(),
@@ -161,26 +324,39 @@ pub fn validate_framing_and_crc(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Walks uncompressed records: each is a zigzag varint length followed by that many
-/// bytes, starting with attributes(1), timestampDelta(varlong), offsetDelta(varint).
-fn validate_records(mut records: &[u8], count: i32) -> Result<(), BatchError> {
+/// Walks uncompressed records in `pos..end` of `src`: each is a zigzag varint length
+/// followed by that many bytes, starting with attributes(1), timestampDelta(varlong),
+/// offsetDelta(varint). Only a record's first [`RECORD_PREFIX_MAX`] bytes are read.
+fn validate_records(
+    src: &mut impl RecordSource,
+    mut pos: usize,
+    end: usize,
+    count: i32,
+) -> Result<(), BatchError> {
+    let mut scratch = [0u8; RECORD_PREFIX_MAX];
     for index in 0..count {
         let bad = |reason| BatchError::BadRecord { index, reason };
-        let (len, used) = read_varint(records).ok_or(bad("truncated length"))?;
-        records = &records[used..];
-        if len < 0 || len as usize > records.len() {
+        // The length and, when the record is long enough, the fields after it: varints
+        // read no further than their maximum width, so a prefix decides as the whole would.
+        let window = src.window(pos, end, &mut scratch);
+        let (len, used) = read_varint(window).ok_or(bad("truncated length"))?;
+        let rest = &window[used..];
+        if len < 0 || len as usize > end - pos - used {
             return Err(bad("length exceeds batch"));
         }
-        let (body, rest) = records.split_at(len as usize);
-        records = rest;
+        // The record, or as much of it as the window holds: then at least the 16 bytes
+        // the fields below can take.
+        let body = rest.get(..len as usize).unwrap_or(rest);
         let body = body.get(1..).ok_or(bad("missing attributes"))?;
-        let (_, used) = read_varlong(body).ok_or(bad("truncated timestamp delta"))?;
-        let (offset_delta, _) = read_varint(&body[used..]).ok_or(bad("truncated offset delta"))?;
+        let (_, used_ts) = read_varlong(body).ok_or(bad("truncated timestamp delta"))?;
+        let (offset_delta, _) =
+            read_varint(&body[used_ts..]).ok_or(bad("truncated offset delta"))?;
         if offset_delta as i64 != index as i64 {
             return Err(bad("offset delta out of sequence"));
         }
+        pos += used + len as usize;
     }
-    if !records.is_empty() {
+    if pos != end {
         return Err(BatchError::BadRecord {
             index: count,
             reason: "trailing bytes after the last record",
@@ -216,26 +392,44 @@ fn read_unsigned_varint(buf: &[u8], max_bytes: usize) -> Option<(u64, usize)> {
 /// Splits a produce request's `records` field into batches, validating each.
 /// An error in any batch rejects the whole field: partial appends never happen.
 pub fn split_and_validate(mut buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    split_and_validate_in(&mut buf)
+}
+
+/// [`split_and_validate`] for records received as chunks (split anywhere). Positions are
+/// in the sequence of all chunks.
+pub fn split_and_validate_chunks<C: AsRef<[u8]>>(
+    chunks: &[C],
+) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    match chunks {
+        [one] => split_and_validate(one.as_ref()),
+        _ => split_and_validate_in(&mut Scattered::new(chunks)),
+    }
+}
+
+fn split_and_validate_in(
+    src: &mut impl RecordSource,
+) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    let len = src.len();
     let mut out = Vec::new();
     let mut pos = 0;
-    if buf.is_empty() {
+    if len == 0 {
         return Err(BatchError::TooShort(0));
     }
-    while !buf.is_empty() {
-        let header = parse_header(buf)?;
+    while pos < len {
+        let remaining = len - pos;
+        let header = src.header_at(pos, len)?;
         let total = header.total_len();
         if header.batch_length.get() < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32
-            || total > buf.len()
+            || total > remaining
         {
             return Err(BatchError::LengthMismatch {
                 field: header.batch_length.get() as i64,
-                actual: buf.len(),
+                actual: remaining,
             });
         }
-        let header = validate_batch(&buf[..total])?;
+        let header = validate_batch_at(src, pos, total)?;
         out.push((pos, header));
         pos += total;
-        buf = &buf[total..];
     }
     Ok(out)
 }
@@ -522,6 +716,97 @@ mod tests {
         assert_eq!(parts[1].0, sample().len());
         buf.push(0);
         assert!(split_and_validate(&buf).is_err());
+    }
+
+    /// `buf` cut at `cuts` (ascending positions) into chunks.
+    fn cut(buf: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &c in cuts.iter().chain(std::iter::once(&buf.len())) {
+            out.push(buf[from..c].to_vec());
+            from = c;
+        }
+        out
+    }
+
+    /// Two batches back to back and ways to cut them: inside a header, inside the CRC
+    /// (bytes 17..21), at the header's end, inside a record, across the batch boundary,
+    /// with empty chunks, and into single bytes.
+    fn two_batches_and_cuts() -> (Vec<u8>, Vec<Vec<usize>>) {
+        let mut buf = sample();
+        let first = buf.len();
+        buf.extend(batch(&[(Some(b"key"), b"a longer value"), (None, b"v")], 7));
+        let mut cuts = vec![
+            vec![5],
+            vec![19],
+            vec![17, 18, 20, 21],
+            vec![61],
+            vec![62, 66],
+            vec![first - 1, first + 1],
+            vec![first + 19],
+            vec![0, 0, 30, 30, buf.len()],
+            (1..buf.len()).collect(),
+        ];
+        cuts.extend((1..buf.len()).map(|c| vec![c]));
+        (buf, cuts)
+    }
+
+    #[test]
+    fn chunks_split_anywhere_validate_as_the_whole() {
+        let (buf, cuts) = two_batches_and_cuts();
+        let whole = split_and_validate(&buf).unwrap();
+        assert_eq!(whole.len(), 2);
+        for cuts in &cuts {
+            let chunks = cut(&buf, cuts);
+            assert_eq!(
+                split_and_validate_chunks(&chunks).unwrap(),
+                whole,
+                "{cuts:?}"
+            );
+            let mut copied = vec![0u8; buf.len() - 3];
+            Scattered::new(&chunks).copy_to(3, &mut copied);
+            assert_eq!(copied, buf[3..], "{cuts:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_split_anywhere_reject_as_the_whole() {
+        let (buf, cuts) = two_batches_and_cuts();
+        let first = sample().len();
+        let mut corrupt = Vec::new();
+        // A flipped bit in the second batch's records (CRC mismatch).
+        let mut b = buf.clone();
+        b[buf.len() - 2] ^= 0x40;
+        corrupt.push(b);
+        // A record length that overruns its batch, with the CRC made to match.
+        let mut b = buf.clone();
+        b[first + BATCH_HEADER_BYTES] = 0x7e;
+        let crc = crc32c::crc32c(&b[first + CRC_START..]);
+        b[first + 17..first + 21].copy_from_slice(&crc.to_be_bytes());
+        corrupt.push(b);
+        // A batch length that runs past the end, and a header cut short.
+        let mut b = buf.clone();
+        b[first + 8..first + 12].copy_from_slice(&1000i32.to_be_bytes());
+        corrupt.push(b);
+        corrupt.push(buf[..first + 30].to_vec());
+        for bad in &corrupt {
+            let whole = split_and_validate(bad).unwrap_err();
+            let single_bytes: Vec<usize> = (1..bad.len()).collect();
+            let fitting = cuts.iter().filter(|c| c.iter().all(|&c| c <= bad.len()));
+            for cuts in fitting.chain(std::iter::once(&single_bytes)) {
+                let chunks = cut(bad, cuts);
+                assert_eq!(
+                    split_and_validate_chunks(&chunks),
+                    Err(whole.clone()),
+                    "{cuts:?}"
+                );
+            }
+        }
+        let none: [&[u8]; 0] = [];
+        assert_eq!(
+            split_and_validate_chunks(&none),
+            Err(BatchError::TooShort(0))
+        );
     }
 
     #[test]

@@ -604,9 +604,35 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendTicket> {
-        let batches = batch::split_and_validate(records)?;
+        self.append_chunks(&[records], leader_epoch).await
+    }
+
+    /// [`append`](Self::append) for records received as chunks, split anywhere (the
+    /// views of decrypted packets a QUIC stream delivered). The batches are validated
+    /// where they lie, across chunk boundaries, before anything changes, then each is
+    /// copied from the chunks straight into the staging buffer: one copy, as for one
+    /// buffer. A rejected append leaves the log as it was.
+    pub async fn append_chunks<C: AsRef<[u8]>>(
+        self: &Rc<Self>,
+        records: &[C],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendTicket> {
+        let batches = batch::split_and_validate_chunks(records)?;
+        let mut source = batch::Scattered::new(records);
+        let records_len = source.len();
         if self.state.borrow().config.cleanup_policy.compacts() {
-            cleaner::check_keys(records, &batches)?;
+            match records {
+                [one] => cleaner::check_keys(one.as_ref(), &batches)?,
+                // Records of a compacted topic in several chunks (QUIC): each batch is
+                // gathered to walk its records, a copy only on this path.
+                _ => {
+                    for &(pos, header) in &batches {
+                        let mut batch = vec![0u8; header.total_len()];
+                        source.copy_to(pos, &mut batch);
+                        cleaner::check_keys(&batch, &[(0, header)])?;
+                    }
+                }
+            }
         }
         loop {
             let wait = {
@@ -614,7 +640,7 @@ impl PartitionLog {
                 if st.failed {
                     return Err(EngineError::LogFailed);
                 }
-                if st.unflushed_bytes + records.len() > MAX_UNFLUSHED_BYTES_PER_PARTITION
+                if st.unflushed_bytes + records_len > MAX_UNFLUSHED_BYTES_PER_PARTITION
                     && st.unflushed_bytes > 0
                 {
                     drop(st);
@@ -678,7 +704,7 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| EngineError::LogFailed)?;
-        if self.needs_roll(records.len()) {
+        if self.needs_roll(records_len) {
             self.roll().await?;
         }
         let mut guard = self.state.borrow_mut();
@@ -689,15 +715,8 @@ impl PartitionLog {
         let base_offset = st.log_end_offset;
         let mut next = base_offset;
         for &(pos, header) in &batches {
-            let bytes = &records[pos..pos + header.total_len()];
             let batch_base = next;
-            stage_batch(
-                st,
-                bytes,
-                batch_base,
-                leader_epoch,
-                header.max_timestamp.get(),
-            );
+            stage_batch(st, &mut source, pos, &header, batch_base, leader_epoch);
             st.producers.record(
                 header.producer_id.get(),
                 header.producer_epoch.get(),
@@ -1477,15 +1496,24 @@ fn corrupt(path: &Path, pos: u64, reason: &str) -> EngineError {
     }
 }
 
-/// Copies one batch into the open staging buffer (opening one if needed) and patches its
-/// offset and epoch there: the only copy of record bytes on the produce path.
-fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch, max_ts: i64) {
+/// Copies one validated batch, `header`, at `pos` of `source` into the open staging buffer
+/// (opening one if needed) and patches its offset and epoch there: the only copy of record
+/// bytes on the produce path, whether they came as one buffer or as chunks.
+fn stage_batch<C: AsRef<[u8]>>(
+    st: &mut LogState,
+    source: &mut batch::Scattered<'_, C>,
+    pos: usize,
+    header: &batch::BatchHeader,
+    base: Offset,
+    epoch: LeaderEpoch,
+) {
+    let len = header.total_len();
     let alignment = st.alignment;
     let seg_idx = st.segments.len() - 1;
     let fits = st
         .staging
         .as_ref()
-        .is_some_and(|s| s.len + bytes.len() <= s.buf.len());
+        .is_some_and(|s| s.len + len <= s.buf.len());
     if !fits {
         close_staging(st);
         let seg = &st.segments[seg_idx];
@@ -1498,8 +1526,8 @@ fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch
         } else {
             0
         };
-        let capacity = align_up((head + bytes.len()).max(room) as u64, alignment) as usize;
-        let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + bytes.len()));
+        let capacity = align_up((head + len).max(room) as u64, alignment) as usize;
+        let mut buf = seg.file.alloc_dma_buffer(capacity.max(head + len));
         if head > 0 {
             // The partial block already on disk: rewrite it unchanged.
             let last = seg
@@ -1518,15 +1546,15 @@ fn stage_batch(st: &mut LogState, bytes: &[u8], base: Offset, epoch: LeaderEpoch
         });
     }
     let staging = st.staging.as_mut().expect("opened above");
-    let dst = &mut staging.buf.as_bytes_mut()[staging.len..staging.len + bytes.len()];
-    dst.copy_from_slice(bytes);
+    let dst = &mut staging.buf.as_bytes_mut()[staging.len..staging.len + len];
+    source.copy_to(pos, dst);
     batch::patch(dst, base.0, epoch.0);
-    staging.len += bytes.len();
-    st.unflushed_bytes += bytes.len();
+    staging.len += len;
+    st.unflushed_bytes += len;
     let seg = &mut st.segments[seg_idx];
-    seg.index.on_batch(base, seg.size, max_ts);
-    seg.size += bytes.len() as u64;
-    let header = batch::parse_header(bytes).expect("validated");
+    seg.index
+        .on_batch(base, seg.size, header.max_timestamp.get());
+    seg.size += len as u64;
     seg.next_offset = base.next(header.offset_count());
 }
 

@@ -483,6 +483,113 @@ fn invalid_batches_are_rejected_and_not_stored() {
     });
 }
 
+/// `buf` cut at `cuts` (ascending positions) into chunks, as a QUIC stream delivers them.
+fn cut(buf: &[u8], cuts: &[usize]) -> Vec<bytes::Bytes> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &c in cuts.iter().chain(std::iter::once(&buf.len())) {
+        out.push(bytes::Bytes::copy_from_slice(&buf[from..c]));
+        from = c;
+    }
+    out
+}
+
+#[test]
+fn chunked_appends_store_what_one_buffer_stores() {
+    run("chunked", |dir| async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        // Two batches per append, 3 + 2 records, so cuts can also fall between batches.
+        let payload = |start: usize| {
+            let mut b = batch_of(start, 3);
+            b.extend(batch_of(start + 3, 2));
+            b
+        };
+        let first_len = batch_of(0, 3).len();
+        let len = payload(0).len();
+        // Inside the header (baseOffset, partitionLeaderEpoch), inside the CRC (17..21),
+        // at the header's end, inside the first record, across the batch boundary,
+        // inside the second batch's CRC, empty chunks, and single bytes.
+        let cut_sets: Vec<Vec<usize>> = vec![
+            vec![],
+            vec![5, 14],
+            vec![19],
+            vec![17, 18, 20],
+            vec![61],
+            vec![63, 70],
+            vec![first_len - 1, first_len + 2],
+            vec![first_len + 18],
+            vec![0, 0, 40, 40, len],
+            (1..len).collect(),
+        ];
+        let mut expected_end = 0i64;
+        let mut tickets = Vec::new();
+        for (i, cuts) in cut_sets.iter().enumerate() {
+            let records = payload(i * 5);
+            let t = if cuts.is_empty() {
+                log.append(&records, LeaderEpoch(2)).await.unwrap()
+            } else {
+                log.append_chunks(&cut(&records, cuts), LeaderEpoch(2))
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(t.outcome().base_offset, Offset(expected_end), "{cuts:?}");
+            expected_end += 5;
+            tickets.push(t);
+        }
+        for t in tickets {
+            t.committed().await.unwrap();
+        }
+        // Every append stored the same bytes as the contiguous one, patched alike.
+        let out = log.read(Offset(0), 10 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), expected_end);
+        let stored: Vec<u8> = out.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut at = 0;
+        for (i, cuts) in cut_sets.iter().enumerate() {
+            let mut want = batch_of(i * 5, 3);
+            let first = want.len();
+            want.extend(batch_of(i * 5 + 3, 2));
+            batch::patch(&mut want[..first], (i * 5) as i64, 2);
+            batch::patch(&mut want[first..], (i * 5 + 3) as i64, 2);
+            assert!(stored[at..at + want.len()] == want[..], "{cuts:?}");
+            at += want.len();
+        }
+        assert_eq!(at, stored.len());
+
+        // A corrupt payload is rejected at every cut, and the log does not change.
+        let appends = log.stats().appends;
+        let end = log.log_end_offset();
+        for (flip, what) in [
+            (18, "CRC"),
+            (first_len + 70, "a record of the second batch"),
+            (9, "batchLength"),
+        ] {
+            let mut bad = payload(1000);
+            bad[flip] ^= 0x20;
+            for cuts in &cut_sets[1..] {
+                let result = log.append_chunks(&cut(&bad, cuts), LeaderEpoch(2)).await;
+                assert!(
+                    matches!(result, Err(EngineError::InvalidBatch(_))),
+                    "{what} flipped, cut at {cuts:?}"
+                );
+            }
+        }
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.stats().appends, appends);
+        assert_eq!(log.high_watermark(), end);
+        // Nothing half-staged: the next append lands right after the last good one.
+        let t = log
+            .append_chunks(&cut(&payload(0), &[33]), LeaderEpoch(2))
+            .await
+            .unwrap();
+        assert_eq!(t.outcome().base_offset, end);
+        t.committed().await.unwrap();
+        let out = log.read(Offset(0), 10 << 20).await.unwrap();
+        assert_eq!(check_batches(&out.chunks, 0), end.0 + 5);
+    });
+}
+
 #[test]
 fn batch_for_timestamp_finds_first_batch_at_or_after() {
     run("timestamps", |dir| async move {

@@ -1,6 +1,7 @@
 //! Arbitrary bytes through RecordBatch validation: `validate_batch`, `split_and_validate`
 //! and `scan_step` must never panic and must agree with each other; a valid batch stays
-//! valid after its offsets and epoch are patched.
+//! valid after its offsets and epoch are patched. Records received as chunks (a QUIC
+//! stream's) validate as the whole buffer does, however they are split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +9,17 @@ use quiver_engine::batch::{self, ScanStep};
 use quiver_engine::limits::{BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
 
 fuzz_target!(|data: &[u8]| {
+    let whole = batch::split_and_validate(data);
+    let first = data.first().copied().unwrap_or(0) as usize;
+    for step in [1, 2 + first % 13, 61 + first] {
+        let chunks: Vec<&[u8]> = data.chunks(step).collect();
+        assert_eq!(
+            batch::split_and_validate_chunks(&chunks),
+            whole,
+            "chunks of {step}"
+        );
+    }
+
     if let Ok(header) = batch::validate_batch(data) {
         assert_eq!(header.total_len(), data.len());
         assert!(header.records_count.get() > 0);

@@ -13,8 +13,8 @@
 //!   threads). Everything a `Service<ExternalHandle>` returns is `Send`.
 //!
 //! Invariants: a partition's log is only touched on its owner shard; record bytes are
-//! never copied here (appends pass the caller's `Bytes` to the engine, which copies once
-//! into its staging buffer; reads return the engine's own buffers as `Bytes` views);
+//! never copied here (appends pass the caller's `Bytes`, one buffer or the chunks a QUIC
+//! stream delivered, to the engine, which copies once into its staging buffer; reads return the engine's own buffers as `Bytes` views);
 //! waits (long polling, commit acknowledgement) never block a reactor.
 
 use std::future::Future;
@@ -219,15 +219,15 @@ impl<A: ShardAccess> Service<A> {
         shard_for(topic, partition, self.access.shard_count())
     }
 
-    /// Appends RecordBatch v2 bytes to a partition and returns once offsets are assigned;
-    /// the ticket resolves when the append is committed (await it from any thread, or
-    /// drop it for acks=0). Appends issued one after another on the same partition are
-    /// stored in that order.
+    /// Appends RecordBatch v2 bytes, as chunks split anywhere, to a partition and returns
+    /// once offsets are assigned; the ticket resolves when the append is committed (await
+    /// it from any thread, or drop it for acks=0). Appends issued one after another on the
+    /// same partition are stored in that order.
     pub async fn append_start(
         &self,
         topic: String,
         partition: i32,
-        records: Bytes,
+        records: Vec<Bytes>,
     ) -> ServiceResult<AppendTicket> {
         let owner = self.owner_of(&topic, partition);
         self.access
@@ -242,7 +242,7 @@ impl<A: ShardAccess> Service<A> {
         &self,
         topic: String,
         partition: i32,
-        records: Bytes,
+        records: Vec<Bytes>,
         acks: Acks,
     ) -> ServiceResult<AppendOutcome> {
         let ticket = self.append_start(topic, partition, records).await?;
@@ -454,16 +454,17 @@ pub mod local {
     pub const LATEST: i64 = -1;
     pub const MAX_TIMESTAMP: i64 = -3;
 
-    /// Appends to a partition this shard owns.
-    pub async fn append(
+    /// Appends to a partition this shard owns: `records` is one buffer (Kafka) or the
+    /// chunks a QUIC stream delivered, copied once, into the log's staging buffer.
+    pub async fn append<C: AsRef<[u8]>>(
         topic: &str,
         partition: i32,
-        records: &[u8],
+        records: &[C],
     ) -> ServiceResult<AppendTicket> {
         let log = shard()
             .local_log(topic, partition)
             .ok_or_else(|| ServiceError::unknown_partition(topic, partition))?;
-        Ok(log.append(records, LeaderEpoch(0)).await?)
+        Ok(log.append_chunks(records, LeaderEpoch(0)).await?)
     }
 
     /// What one read of one partition found, plus a watermark watch when asked for and
@@ -983,7 +984,7 @@ mod tests {
 
     #[allow(dead_code)]
     fn external_service_futures_are_send(s: Service<ExternalHandle>) {
-        assert_send(&s.append("t".into(), 0, Bytes::new(), Acks::All));
+        assert_send(&s.append("t".into(), 0, vec![Bytes::new()], Acks::All));
         assert_send(&s.read(ReadRequest {
             partitions: vec![],
             min_bytes: 1,

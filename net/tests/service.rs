@@ -144,7 +144,7 @@ async fn outside_checks(service: Service<ExternalHandle>) {
     };
     std::thread::sleep(Duration::from_millis(100));
     let appended = service
-        .append("svc".into(), 1, batch(&[b"a", b"b", b"c"]), Acks::All)
+        .append("svc".into(), 1, vec![batch(&[b"a", b"b", b"c"])], Acks::All)
         .await
         .unwrap();
     assert_eq!(appended.base_offset.0, 0);
@@ -157,7 +157,7 @@ async fn outside_checks(service: Service<ExternalHandle>) {
     assert!(!data.is_empty());
 
     let bad = service
-        .append("svc".into(), 7, batch(&[b"x"]), Acks::All)
+        .append("svc".into(), 7, vec![batch(&[b"x"])], Acks::All)
         .await
         .unwrap_err();
     assert_eq!(bad.code(), 3);
@@ -165,7 +165,7 @@ async fn outside_checks(service: Service<ExternalHandle>) {
         .append(
             "svc".into(),
             0,
-            Bytes::from_static(b"not a batch"),
+            vec![Bytes::from_static(b"not a batch")],
             Acks::Leader,
         )
         .await

@@ -96,6 +96,17 @@ pub const SEND_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 /// default; on real paths discovery stops at the path MTU.
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65_488;
 
+/// Chunks of one request body the broker keeps as views of the received packets
+/// (`transport::read_body_chunks`). A chunk pins the packet buffer it points into (at
+/// most one UDP receive of `MAX_UDP_PAYLOAD_BYTES`, however few stream bytes it holds), so
+/// the count bounds what a body can pin: 1,024 x 64 KiB = 64 MiB, 4x the body limit.
+/// Honest senders fill packets: 1,024 chunks carry the whole 16 MiB body on loopback
+/// (64 KiB packets) and ~1.4 MB on a 1,500-byte-MTU path.
+///
+/// At the limit: the rest of the body is copied into one buffer (what every body cost
+/// before chunks were kept), and the copy is counted.
+pub const MAX_SHARED_CHUNKS_PER_BODY: usize = 1024;
+
 /// Kernel send and receive buffer asked for on every QUIC UDP socket. The default
 /// (~208 KiB) overflows under bulk transfer even on loopback: dropped datagrams look like
 /// congestion (the window collapses) and like an MTU black hole (large packets are
@@ -120,3 +131,7 @@ pub const LOOPBACK_INITIAL_WINDOW_BYTES: u64 = 2 * MAX_UDP_PAYLOAD_BYTES as u64;
 pub const MTU_BLACK_HOLE_COOLDOWN_MS: u64 = 5_000;
 
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES as u64 <= CONNECTION_RECEIVE_WINDOW_BYTES as u64);
+const _: () = assert!(
+    MAX_SHARED_CHUNKS_PER_BODY * MAX_UDP_PAYLOAD_BYTES as usize <= 4 * MAX_REQUEST_BODY_BYTES
+);
+const _: () = assert!(MAX_SHARED_CHUNKS_PER_BODY >= 2);

@@ -50,8 +50,18 @@ pub struct ProduceRequest {
     pub partition: i32,
     pub acks: Acks,
     /// One or more RecordBatch v2, stored unchanged (the broker patches only the base
-    /// offset and leader epoch, which the CRC does not cover).
-    pub records: Bytes,
+    /// offset and leader epoch, which the CRC does not cover), as chunks split anywhere:
+    /// a decoded request keeps the chunks its body arrived in (no empty ones), so record
+    /// bytes are not copied to join them.
+    pub records: Vec<Bytes>,
+}
+
+/// A request decoded from a body received as chunks, and how many body bytes decoding
+/// copied to join chunks (never a PRODUCE's records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedRequest {
+    pub request: Request,
+    pub bytes_copied: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +423,7 @@ impl Request {
                 w.string(&p.topic);
                 w.i32(p.partition);
                 w.i8(p.acks.as_i8());
-                w.raw_chunks(std::slice::from_ref(&p.records));
+                w.raw_chunks(&p.records);
             }
             Request::Fetch(f) => {
                 w.u32(f.max_wait_ms);
@@ -477,21 +487,75 @@ impl Request {
 
     /// Decodes a request body. `body` must be exactly `header.body_len()` bytes.
     pub fn decode(header: &FrameHeader, body: Bytes) -> Result<Request, FrameError> {
+        Ok(Request::decode_chunks(header, vec![body])?.request)
+    }
+
+    /// Decodes a request body received as chunks, split anywhere (the views of decrypted
+    /// packets a QUIC stream delivered); together they must be exactly
+    /// `header.body_len()` bytes. A PRODUCE's records stay the chunks they arrived in:
+    /// only its head (topic, partition, acks: at most 7 + `MAX_STRING_BYTES` bytes) is
+    /// joined when it spans chunks. Other requests are small and are joined into one buffer when
+    /// they span chunks.
+    pub fn decode_chunks(
+        header: &FrameHeader,
+        mut body: Vec<Bytes>,
+    ) -> Result<ChunkedRequest, FrameError> {
+        body.retain(|c| !c.is_empty());
+        if header.frame_type() == FrameType::Produce {
+            // The topic's length says where the head ends; a body too short for it is
+            // decoded whole below, which reports what is missing.
+            let mut len_bytes = [0u8; 2];
+            if copy_prefix(&body, &mut len_bytes) {
+                let head_len = 2 + u16::from_le_bytes(len_bytes) as usize + 4 + 1;
+                if let Some((head, bytes_copied)) = split_prefix(&mut body, head_len) {
+                    let mut r = Reader::new(head);
+                    let (topic, partition, acks) = produce_head(&mut r)?;
+                    r.finish()?;
+                    let request = Request::Produce(ProduceRequest {
+                        topic,
+                        partition,
+                        acks,
+                        records: body,
+                    });
+                    return Ok(ChunkedRequest {
+                        request,
+                        bytes_copied,
+                    });
+                }
+            }
+        }
+        let bytes_copied = if body.len() > 1 {
+            body.iter().map(|c| c.len()).sum()
+        } else {
+            0
+        };
+        let joined = match body.len() {
+            0 => Bytes::new(),
+            1 => body.pop().unwrap_or_default(),
+            _ => concat(&body),
+        };
+        Ok(ChunkedRequest {
+            request: Request::decode_joined(header, joined)?,
+            bytes_copied,
+        })
+    }
+
+    /// Decodes a contiguous body (a PRODUCE comes here only when it is too short for
+    /// its head).
+    fn decode_joined(header: &FrameHeader, body: Bytes) -> Result<Request, FrameError> {
         let mut r = Reader::new(body);
         let req = match header.frame_type() {
             FrameType::Produce => {
-                let topic = r.string("topic")?;
-                let partition = r.i32("partition")?;
-                let acks_raw = r.i8("acks")?;
-                let acks = Acks::from_i8(acks_raw).ok_or(FrameError::InvalidValue {
-                    what: "acks",
-                    value: acks_raw as i64,
-                })?;
+                let (topic, partition, acks) = produce_head(&mut r)?;
+                let records = r.rest();
                 Request::Produce(ProduceRequest {
                     topic,
                     partition,
                     acks,
-                    records: r.rest(),
+                    records: (!records.is_empty())
+                        .then_some(records)
+                        .into_iter()
+                        .collect(),
                 })
             }
             FrameType::Fetch => {
@@ -901,6 +965,57 @@ pub fn split_frame(buf: &mut Bytes, max_body: usize) -> Result<Option<RawFrame>,
     }))
 }
 
+/// A PRODUCE body's head: topic, partition, acks.
+fn produce_head(r: &mut Reader) -> Result<(String, i32, Acks), FrameError> {
+    let topic = r.string("topic")?;
+    let partition = r.i32("partition")?;
+    let acks_raw = r.i8("acks")?;
+    let acks = Acks::from_i8(acks_raw).ok_or(FrameError::InvalidValue {
+        what: "acks",
+        value: acks_raw as i64,
+    })?;
+    Ok((topic, partition, acks))
+}
+
+/// Copies the first `out.len()` bytes of `chunks` into `out`; false if there are fewer.
+fn copy_prefix(chunks: &[Bytes], out: &mut [u8]) -> bool {
+    let mut filled = 0;
+    for c in chunks {
+        if filled == out.len() {
+            break;
+        }
+        let take = c.len().min(out.len() - filled);
+        out[filled..filled + take].copy_from_slice(&c[..take]);
+        filled += take;
+    }
+    filled == out.len()
+}
+
+/// Takes the first `n` bytes off `chunks` (non-empty ones) as one buffer: a view when
+/// they lie in the first chunk, else a copy, with the bytes copied. `None` if there are
+/// fewer than `n` bytes.
+fn split_prefix(chunks: &mut Vec<Bytes>, n: usize) -> Option<(Bytes, usize)> {
+    if chunks.iter().map(|c| c.len()).sum::<usize>() < n {
+        return None;
+    }
+    if chunks.first().is_some_and(|c| c.len() >= n) {
+        let head = chunks[0].split_to(n);
+        if chunks[0].is_empty() {
+            chunks.remove(0);
+        }
+        return Some((head, 0));
+    }
+    let mut head = Vec::with_capacity(n);
+    while head.len() < n {
+        let take = chunks[0].len().min(n - head.len());
+        head.extend_from_slice(&chunks[0].split_to(take));
+        if chunks[0].is_empty() {
+            chunks.remove(0);
+        }
+    }
+    Some((Bytes::from(head), n))
+}
+
 /// Joins encoded chunks into one buffer (tests, the fuzzer and small frames).
 pub fn concat(chunks: &[Bytes]) -> Bytes {
     let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
@@ -957,15 +1072,17 @@ mod tests {
         Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<u8>>())
     }
 
-    #[test]
-    fn requests_round_trip() {
-        round_trip_request(Request::Produce(ProduceRequest {
+    fn sample_produce() -> Request {
+        Request::Produce(ProduceRequest {
             topic: "orders".into(),
             partition: 3,
             acks: Acks::All,
-            records: records(),
-        }));
-        round_trip_request(Request::Fetch(FetchRequest {
+            records: vec![records()],
+        })
+    }
+
+    fn sample_fetch() -> Request {
+        Request::Fetch(FetchRequest {
             max_wait_ms: 500,
             min_bytes: 1,
             max_bytes: 1 << 20,
@@ -975,7 +1092,13 @@ mod tests {
                 offset: 10,
                 max_bytes: 4096,
             }],
-        }));
+        })
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        round_trip_request(sample_produce());
+        round_trip_request(sample_fetch());
         round_trip_request(Request::Subscribe(SubscribeRequest {
             topic: "a".into(),
             partition: 1,
@@ -1106,10 +1229,73 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             acks: Acks::Leader,
-            records: big.clone(),
+            records: vec![big.clone()],
         })
         .encode(1);
         assert!(chunks.iter().any(|c| c.as_ptr() == big.as_ptr()));
+    }
+
+    /// `body` cut at `cuts` (ascending positions) into chunks, as a QUIC stream delivers it.
+    fn cut(body: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+            out.push(body.slice(from..c));
+            from = c;
+        }
+        out
+    }
+
+    #[test]
+    fn chunked_bodies_decode_as_the_whole_and_records_are_not_copied() {
+        let flat = |r: Request| match r {
+            Request::Produce(mut p) => {
+                p.records = vec![concat(&p.records)];
+                Request::Produce(p)
+            }
+            other => other,
+        };
+        for req in [sample_produce(), sample_fetch()] {
+            let mut buf = concat(&req.encode(7));
+            let frame = split_frame(&mut buf, usize::MAX).unwrap().unwrap();
+            let body = frame.body;
+            let head = 2 + "orders".len() + 4 + 1;
+            let mut cut_sets: Vec<Vec<usize>> = (0..=body.len()).map(|c| vec![c]).collect();
+            cut_sets.push((1..body.len()).collect());
+            cut_sets.push(vec![1, 1, 5, head, head + 1]);
+            for cuts in &cut_sets {
+                let chunks = cut(&body, cuts);
+                let decoded = Request::decode_chunks(&frame.header, chunks.clone()).unwrap();
+                assert_eq!(flat(decoded.request.clone()), req, "{cuts:?}");
+                let Request::Produce(p) = decoded.request else {
+                    continue;
+                };
+                // Records are views of the chunks they came in; only a head that spans
+                // chunks is joined.
+                let head_in_first = chunks.iter().find(|c| !c.is_empty()).unwrap().len() >= head;
+                assert_eq!(decoded.bytes_copied, if head_in_first { 0 } else { head });
+                for r in &p.records {
+                    assert!(!r.is_empty());
+                    let inside = |c: &Bytes| {
+                        let (c0, r0) = (c.as_ptr() as usize, r.as_ptr() as usize);
+                        r0 >= c0 && r0 + r.len() <= c0 + c.len()
+                    };
+                    assert!(
+                        chunks.iter().any(inside),
+                        "{cuts:?}: a record chunk was copied"
+                    );
+                }
+            }
+            // Every cut of a truncated body is an error, never a panic.
+            for len in 0..body.len() {
+                let short = body.slice(..len);
+                let whole = Request::decode(&frame.header, short.clone());
+                let single_bytes = cut(&short, &(1..len).collect::<Vec<_>>());
+                let chunked = Request::decode_chunks(&frame.header, single_bytes);
+                assert!(whole.is_err() || matches!(req, Request::Produce(_)));
+                assert_eq!(chunked.map(|d| flat(d.request)), whole.map(flat), "{len}");
+            }
+        }
     }
 
     #[test]
@@ -1159,7 +1345,7 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             acks: Acks::Leader,
-            records: Bytes::new(),
+            records: Vec::new(),
         })
         .encode(1);
         let mut buf = concat(&std::mem::take(&mut chunks)).to_vec();

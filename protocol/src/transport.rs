@@ -1,7 +1,7 @@
 //! What broker and client share on top of quinn (feature `quinn`): the transport settings
 //! (flow-control windows sized for bulk transfer, path-MTU discovery up to loopback's packet
 //! size, a fixed large packet size for peers on loopback; docs/ARCHITECTURE.md says why, the
-//! values are the named limits in [`crate::limits`]) and the frame body reader.
+//! values are the named limits in [`crate::limits`]) and the frame body readers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,6 +59,52 @@ pub fn server_transport_configs() -> (Arc<quinn::TransportConfig>, Arc<quinn::Tr
         Arc::new(transport_config(MAX_STREAMS_PER_CONNECTION, false)),
         Arc::new(transport_config(MAX_STREAMS_PER_CONNECTION, true)),
     )
+}
+
+/// A frame body as received: views of the decrypted packets, in order.
+#[derive(Debug, Default)]
+pub struct ReceivedBody {
+    pub chunks: Vec<Bytes>,
+    /// Bytes copied to receive it: 0 unless it came in more than
+    /// `MAX_SHARED_CHUNKS_PER_BODY` chunks.
+    pub bytes_copied: usize,
+}
+
+/// Reads a frame body of `len` bytes without joining it: the chunks are the views of the
+/// decrypted packets quinn hands over, so receiving copies nothing. Past
+/// `MAX_SHARED_CHUNKS_PER_BODY` chunks the rest is copied into one buffer, so a body sent
+/// in tiny pieces cannot pin a packet buffer per byte. The broker reads requests so: a
+/// PRODUCE's records go to the engine as these chunks.
+pub async fn read_body_chunks(
+    recv: &mut RecvStream,
+    len: usize,
+) -> Result<ReceivedBody, ReadExactError> {
+    let mut body = ReceivedBody::default();
+    let mut rest = BytesMut::new();
+    let mut received = 0;
+    while received < len {
+        let Some(chunk) = recv.read_chunk(len - received, true).await? else {
+            return Err(ReadExactError::FinishedEarly(received));
+        };
+        let chunk = chunk.bytes;
+        received += chunk.len();
+        if chunk.is_empty() {
+            continue;
+        }
+        if body.chunks.len() + 1 < MAX_SHARED_CHUNKS_PER_BODY {
+            body.chunks.push(chunk);
+        } else {
+            if rest.capacity() == 0 {
+                rest.reserve(len - received + chunk.len());
+            }
+            rest.extend_from_slice(&chunk);
+            body.bytes_copied += chunk.len();
+        }
+    }
+    if !rest.is_empty() {
+        body.chunks.push(rest.freeze());
+    }
+    Ok(body)
 }
 
 /// Reads a frame body of `len` bytes. quinn hands over received stream data as views of the

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,9 +27,12 @@ use futures::{FutureExt, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
 use quiver_engine::runtime::ExternalHandle;
 use quiver_protocol::limits::*;
-use quiver_protocol::transport::{mtu_is_known, read_body, server_transport_configs};
+use quiver_protocol::transport::{
+    mtu_is_known, read_body_chunks, server_transport_configs, ReceivedBody,
+};
 use quiver_protocol::{
-    Acks, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response, HEADER_BYTES,
+    Acks, ChunkedRequest, ErrorCode, FrameError, FrameHeader, PartitionRecords, Request, Response,
+    HEADER_BYTES,
 };
 use tokio::sync::mpsc;
 
@@ -147,6 +150,14 @@ pub fn spawn(
                 }
                 endpoint.close(VarInt::from_u32(CONNECTION_CLOSE_SHUTDOWN), b"shutdown");
                 let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+                let totals = assembly_totals();
+                tracing::info!(
+                    produce_frames = totals.produce_frames,
+                    produce_record_chunks = totals.produce_record_chunks,
+                    produce_bytes_copied = totals.produce_bytes_copied,
+                    other_bytes_copied = totals.other_bytes_copied,
+                    "quic listener stopped"
+                );
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
         })
@@ -282,8 +293,57 @@ enum Outgoing {
     BadInput(Vec<Bytes>),
 }
 
+/// How request frames were assembled from stream chunks since the process started
+/// (all QUIC listeners together): the evidence that PRODUCE records reach the engine
+/// without a copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssemblyTotals {
+    pub produce_frames: u64,
+    /// Chunks of record bytes handed to the engine: more than `produce_frames` when
+    /// bodies spanned packets.
+    pub produce_record_chunks: u64,
+    /// Bytes of PRODUCE bodies copied to assemble them (a head spanning chunks, or a body
+    /// past `MAX_SHARED_CHUNKS_PER_BODY` chunks).
+    pub produce_bytes_copied: u64,
+    /// Bytes of other request bodies copied to join them (small bodies spanning packets).
+    pub other_bytes_copied: u64,
+}
+
+static PRODUCE_FRAMES: AtomicU64 = AtomicU64::new(0);
+static PRODUCE_RECORD_CHUNKS: AtomicU64 = AtomicU64::new(0);
+static PRODUCE_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
+static OTHER_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
+
+pub fn assembly_totals() -> AssemblyTotals {
+    AssemblyTotals {
+        produce_frames: PRODUCE_FRAMES.load(Ordering::Relaxed),
+        produce_record_chunks: PRODUCE_RECORD_CHUNKS.load(Ordering::Relaxed),
+        produce_bytes_copied: PRODUCE_BYTES_COPIED.load(Ordering::Relaxed),
+        other_bytes_copied: OTHER_BYTES_COPIED.load(Ordering::Relaxed),
+    }
+}
+
+/// Decodes a request from its received chunks and counts what assembling it copied.
+fn decode_request(header: &FrameHeader, body: ReceivedBody) -> Result<Request, FrameError> {
+    let ChunkedRequest {
+        request,
+        bytes_copied,
+    } = Request::decode_chunks(header, body.chunks)?;
+    let copied = (body.bytes_copied + bytes_copied) as u64;
+    if let Request::Produce(p) = &request {
+        PRODUCE_FRAMES.fetch_add(1, Ordering::Relaxed);
+        PRODUCE_RECORD_CHUNKS.fetch_add(p.records.len() as u64, Ordering::Relaxed);
+        if copied > 0 {
+            PRODUCE_BYTES_COPIED.fetch_add(copied, Ordering::Relaxed);
+        }
+    } else if copied > 0 {
+        OTHER_BYTES_COPIED.fetch_add(copied, Ordering::Relaxed);
+    }
+    Ok(request)
+}
+
 enum ReadOutcome {
-    Frame(FrameHeader, Bytes),
+    Frame(FrameHeader, ReceivedBody),
     /// The client finished its side cleanly between frames.
     End,
     /// The stream failed (reset, connection lost): nothing more to say on it.
@@ -309,7 +369,7 @@ async fn read_frame(recv: &mut RecvStream) -> ReadOutcome {
         Ok(None) => return ReadOutcome::Gone, // unreachable: the buffer is a whole header
         Err(e) => return ReadOutcome::Bad(e),
     };
-    match read_body(recv, header.body_len()).await {
+    match read_body_chunks(recv, header.body_len()).await {
         Ok(body) => ReadOutcome::Frame(header, body),
         Err(quinn::ReadExactError::FinishedEarly(n)) => ReadOutcome::Bad(FrameError::Short {
             what: "frame body",
@@ -345,7 +405,7 @@ async fn serve_stream(
         }
     };
     let request_id = header.request_id();
-    let first = match Request::decode(&header, body) {
+    let first = match decode_request(&header, body) {
         Ok(r) => r,
         Err(e) => {
             return close_bad(&mut send, &mut recv, bad_input_frame(&e, request_id)).await;
@@ -364,7 +424,7 @@ async fn serve_stream(
             None => match read_frame(&mut recv).await {
                 ReadOutcome::Frame(header, body) => {
                     let id = header.request_id();
-                    match Request::decode(&header, body) {
+                    match decode_request(&header, body) {
                         Ok(r) => (id, r),
                         Err(e) => {
                             let _ = tx.send(Outgoing::BadInput(bad_input_frame(&e, id))).await;

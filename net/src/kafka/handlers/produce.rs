@@ -100,7 +100,7 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
             // Append everything first, then wait: one group commit covers them all.
             let mut tickets = Vec::with_capacity(items.len());
             for item in &items {
-                tickets.push(service::local::append(&item.topic, item.partition, &item.records).await);
+                tickets.push(service::local::append(&item.topic, item.partition, std::slice::from_ref(&item.records)).await);
             }
             let mut out = Vec::with_capacity(items.len());
             for (item, ticket) in items.iter().zip(tickets) {

@@ -14,10 +14,12 @@ use crate::wire::{Reader, Writer};
 pub enum Acks {
     /// No response at all: fire and forget.
     None,
-    /// After the partition's log committed the batch (on this single-node broker the
-    /// leader is every replica, so 1 and all wait for the same thing).
+    /// After the leader wrote the batch to its segment file (direct I/O): it survives a
+    /// crash of the broker process, not necessarily a power loss until the next sync.
+    /// The Kafka front end's acks=1.
     Leader,
-    /// After every in-sync replica has it.
+    /// After every in-sync replica has it and the partition's log committed it
+    /// (fdatasync by default).
     All,
 }
 

@@ -511,6 +511,12 @@ async fn dispatch(
                             drop(ticket);
                             return None;
                         }
+                        // acks=1: the leader's direct-I/O write (survives a broker
+                        // crash), as on the Kafka front end; acks=all: the durability
+                        // policy (fdatasync by default).
+                        Ok(ticket) if acks == Acks::Leader => {
+                            ticket.written().await.map_err(Into::into)
+                        }
                         Ok(ticket) => ticket.committed().await.map_err(Into::into),
                         Err(e) => Err(e),
                     };

@@ -151,11 +151,10 @@ def test_consumer_offsets_stay_bounded_and_survive_a_restart(broker_factory, top
         f"sealed __consumer_offsets segments under {bound} bytes",
         0.5,
     )
-    # Uncompacted there would be ~40 segments of 16 KiB. Cleaned segments merge on a later
-    # pass, and a pass runs only when enough new data is dirty, so the last few segments
-    # cleaned after the commits stopped may stay separate (5 were seen): the count is a
-    # loose bound, the bytes above are the tight one.
-    assert len(segment_bases(offsets_dir)) <= 8, segment_bases(offsets_dir)
+    # No bound on the segment count: segments cleaned by the passes that ran during the
+    # commits (one every 300 ms here) merge only in a later pass, and a pass runs only
+    # when enough new data is dirty, so after a burst 5 to 11 small segments were seen to
+    # stay until the next one. The bytes above are what is bounded.
 
     broker.terminate()
     broker.start()

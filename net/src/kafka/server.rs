@@ -206,19 +206,24 @@ impl Affinity {
             }
             RequestKind::Fetch(r) => {
                 for t in &r.topics {
-                    let name = if t.topic.0.is_empty() {
+                    // Borrowed, not copied: this runs for every fetch.
+                    let meta;
+                    let name: &str = if t.topic.0.is_empty() {
                         match me.topic_by_id(t.topic_id.as_bytes()) {
-                            Some(m) => m.name.clone(),
+                            Some(m) => {
+                                meta = m;
+                                &meta.name
+                            }
                             None => {
                                 unknown = true;
-                                continue;
+                                break;
                             }
                         }
                     } else {
-                        t.topic.0.to_string()
+                        t.topic.0.as_str()
                     };
                     for p in &t.partitions {
-                        note(me.owner_of(&name, p.partition));
+                        note(me.owner_of(name, p.partition));
                     }
                 }
             }

@@ -78,7 +78,7 @@ start_broker_once() {
     broker_data="$out/data"
     rm -rf "$broker_data"
     "$quiver" serve --data-dir "$broker_data" --kafka-listen "127.0.0.1:$kafka_port" \
-        --quic-listen "127.0.0.1:$quic_port" "${threads[@]}" >>"$out/broker.log" 2>&1 &
+        --quic-listen "127.0.0.1:$quic_port" >>"$out/broker.log" 2>&1 &
     broker_pid=$!
     pids+=("$broker_pid")
     kafka_addr="127.0.0.1:$kafka_port"

@@ -100,9 +100,6 @@ struct ServeArgs {
     /// PEM CA bundle: require QUIC clients to present a certificate it signed (mutual TLS).
     #[arg(long)]
     tls_client_ca: Option<PathBuf>,
-    /// Threads of the QUIC runtime (connection tasks, encryption). Default: one per core.
-    #[arg(long)]
-    quic_threads: Option<usize>,
     /// Host advertised to clients in Metadata (default: the listen IP).
     #[arg(long)]
     advertised_host: Option<String>,
@@ -252,8 +249,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("installing signal handler")?;
     }
     let shard_count = runtime_config.cpus.len();
-    let (external, inboxes) = runtime::ExternalHandle::new(shard_count);
-    let started = Arc::new(AtomicUsize::new(0));
     let quic = if args.no_quic {
         None
     } else {
@@ -265,27 +260,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 key: args.tls_key,
                 client_ca: args.tls_client_ca,
             },
-            threads: args.quic_threads.unwrap_or(shard_count),
         };
-        let started = Arc::clone(&started);
-        let server = quiver_net::quic::spawn(
-            settings,
-            external,
-            move || started.load(Ordering::Acquire) == shard_count,
-            Arc::clone(&stop),
-        )
-        .context("starting the QUIC listener")?;
+        let listener =
+            quiver_net::quic::bind(&settings, shard_count).context("starting the QUIC listener")?;
         tracing::info!(
-            quic = %server.local_addr,
-            cert = %server.cert_path.display(),
+            quic = %listener.local_addr,
+            cert = %listener.cert_path.display(),
             "quic (quiver/1) enabled; clients verify the broker with this certificate (CA file)"
         );
-        Some(server)
+        Some(listener)
     };
-    runtime::run_with_external(&runtime_config, inboxes, move |ctx| {
+    runtime::run(&runtime_config, move |ctx| {
         let config = Arc::clone(&config);
         let stop = Arc::clone(&stop);
-        let started = Arc::clone(&started);
+        let quic = quic.clone();
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
                 tracing::error!(error = %e, "storage is not usable for direct I/O");
@@ -298,7 +286,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            started.fetch_add(1, Ordering::AcqRel);
             glommio::spawn_local(Rc::clone(&shard).retention_loop()).detach();
             glommio::spawn_local(quiver_net::kafka::groups::run_coordinator_timers()).detach();
             // The listener runs in a task of its own. A glommio I/O future (the pending
@@ -313,10 +300,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             });
+            let quic_shard = match quic.as_ref().map(|q| q.start_shard(shard.id().0)) {
+                None => None,
+                Some(Ok(q)) => Some(q),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "quic listener failed to start");
+                    std::process::exit(2);
+                }
+            };
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(20)).await;
             }
             drop(listener);
+            if let Some(q) = quic_shard {
+                q.stop().await;
+            }
             for (_, log) in shard.local_logs() {
                 log.flushed().await;
             }
@@ -333,11 +331,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(quic) = quic {
-        quic.join();
-    }
     Ok(())
 }
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,10 +2,12 @@
 //! the typed request, call the service, translate the result; errors carry the same
 //! Kafka codes as the Kafka front end.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use quinn::{RecvStream, SendStream, VarInt};
-use quiver_engine::runtime::ExternalHandle;
+use quiver_engine::runtime::ShardContext;
 use quiver_protocol::limits::{
     MAX_FETCH_WAIT_MS, MAX_RESPONSE_BODY_BYTES, MAX_SUBSCRIBE_PUSH_BYTES,
 };
@@ -33,7 +35,7 @@ fn topic_info(meta: &quiver_engine::catalog::TopicMeta) -> TopicInfo {
 }
 
 /// Every request but PRODUCE and SUBSCRIBE, which the stream loop handles itself.
-pub(super) async fn handle(service: &Service<ExternalHandle>, request: Request) -> Response {
+pub(super) async fn handle(service: &Service<ShardContext>, request: Request) -> Response {
     let result: Result<Response, ServiceError> = async {
         Ok(match request {
             Request::Fetch(f) => {
@@ -255,7 +257,7 @@ pub(super) async fn handle(service: &Service<ExternalHandle>, request: Request) 
 /// affects this stream. Ends when the client stops or resets the stream, sends anything
 /// more on it, or the partition fails (then with an ERROR frame).
 pub(super) async fn subscribe(
-    service: Service<ExternalHandle>,
+    service: Service<ShardContext>,
     mut send: SendStream,
     mut recv: RecvStream,
     request_id: u64,
@@ -297,12 +299,29 @@ pub(super) async fn subscribe(
         more
     };
     let stopped = send.stopped();
-    tokio::pin!(client_done, stopped);
+    let mut client_done = std::pin::pin!(client_done);
+    let mut stopped = std::pin::pin!(stopped);
+    enum Event<T> {
+        Read(T),
+        ClientDone(bool),
+        Stopped,
+    }
     loop {
-        let read = service.read(subscription_read(&topic, partition, offset, max_bytes));
-        let mut results = tokio::select! {
-            r = read => r,
-            bad = &mut client_done => {
+        let mut read =
+            std::pin::pin!(service.read(subscription_read(&topic, partition, offset, max_bytes)));
+        let event = futures::future::poll_fn(|cx| {
+            if let Poll::Ready(bad) = client_done.as_mut().poll(cx) {
+                return Poll::Ready(Event::ClientDone(bad));
+            }
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Stopped);
+            }
+            read.as_mut().poll(cx).map(Event::Read)
+        })
+        .await;
+        let mut results = match event {
+            Event::Read(r) => r,
+            Event::ClientDone(bad) => {
                 if bad {
                     let mut frame = Response::error(
                         ErrorCode::INVALID_REQUEST,
@@ -314,7 +333,7 @@ pub(super) async fn subscribe(
                 let _ = send.finish();
                 return;
             }
-            _ = &mut stopped => return,
+            Event::Stopped => return,
         };
         let data = match results.pop() {
             Some(Ok(d)) => d,
@@ -330,10 +349,16 @@ pub(super) async fn subscribe(
             continue; // the long poll timed out with nothing new
         };
         let mut frame = records_frame(request_id, &topic, partition, data);
-        let write = send.write_all_chunks(&mut frame);
-        tokio::select! {
-            r = write => if r.is_err() { return },
-            _ = &mut stopped => return,
+        let mut write = std::pin::pin!(send.write_all_chunks(&mut frame));
+        let written = futures::future::poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            write.as_mut().poll(cx).map(|r| r.is_ok())
+        })
+        .await;
+        if !written {
+            return;
         }
         offset = next;
     }

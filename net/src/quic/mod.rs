@@ -1,5 +1,5 @@
-//! The native QUIC front end (`quiver/1`): quinn + rustls on a tokio runtime of its own,
-//! handing work to the shards through `ExternalHandle`.
+//! The native QUIC front end (`quiver/1`): quinn + rustls, one endpoint per shard, driven
+//! by the shard's glommio executor through [`runtime::GlommioRuntime`].
 //!
 //! The frame codec is pure and lives in the `quiver-protocol` crate, re-exported here as
 //! [`codec`], so that the client library can use it without pulling in glommio and the
@@ -7,11 +7,12 @@
 //! protocol-neutral [`crate::service`].
 
 pub mod handlers;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 
 pub use quiver_protocol as codec;
-pub use server::{spawn, QuicServer, QuicSettings};
+pub use server::{bind, QuicListener, QuicSettings, QuicShard};
 pub use tls::TlsSettings;
 
 /// Errors starting the QUIC listener.

@@ -1,5 +1,6 @@
-//! The `quiver/1` QUIC listener: quinn on its own tokio runtime, handing every request to
-//! the shards through [`ExternalHandle`] (see docs/ARCHITECTURE.md for why).
+//! The `quiver/1` QUIC listener: one quinn endpoint per shard, driven by the shard's
+//! glommio executor ([`super::runtime`]), on `SO_REUSEPORT` sockets of one address
+//! (see docs/ARCHITECTURE.md, "QUIC on the shards").
 //!
 //! Streams (docs/protocol.md): every bidirectional stream carries request frames from the
 //! client and response frames back, in request order. Requests on one stream run
@@ -16,16 +17,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::LocalBoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
-use quiver_engine::runtime::ExternalHandle;
+use quiver_engine::runtime::ShardContext;
 use quiver_protocol::limits::*;
 use quiver_protocol::transport::{
     mtu_is_known, read_body_chunks, server_transport_configs, ReceivedBody,
@@ -37,6 +39,7 @@ use quiver_protocol::{
 use tokio::sync::mpsc;
 
 use super::handlers;
+use super::runtime::GlommioRuntime;
 use super::tls::{self, TlsSettings};
 use super::QuicError;
 use crate::service::{ReadPartition, ReadRequest, Service};
@@ -48,8 +51,6 @@ pub const CONNECTION_CLOSE_SHUTDOWN: u32 = 0;
 /// How long a subscription's long poll waits before checking that the stream is still
 /// wanted. New data wakes it at once, so this does not add latency.
 const SUBSCRIBE_POLL_MS: u64 = 5_000;
-/// How often the endpoint checks the stop flag.
-const STOP_POLL_MS: u64 = 20;
 
 /// How `quiver serve` configures the QUIC listener.
 #[derive(Debug, Clone)]
@@ -57,32 +58,28 @@ pub struct QuicSettings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tls: TlsSettings,
-    /// Tokio worker threads (quinn's connection tasks, TLS); defaults to the shard count.
-    pub threads: usize,
 }
 
-/// A running listener.
-pub struct QuicServer {
+/// The listener's sockets and configs, bound on the main thread by [`bind`] and served by
+/// every shard ([`QuicListener::start_shard`]): one endpoint per shard, each on its own
+/// `SO_REUSEPORT` socket of the listen address.
+pub struct QuicListener {
     pub local_addr: SocketAddr,
     pub cert_path: PathBuf,
-    thread: std::thread::JoinHandle<()>,
+    /// One socket per shard, taken by `start_shard`.
+    sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
+    endpoint_config: quinn::EndpointConfig,
+    server_config: quinn::ServerConfig,
+    configs: Arc<ServerConfigs>,
+    /// Connection counts across all shards, touched only when a connection starts or ends.
+    counts: Arc<Mutex<ConnectionCounts>>,
 }
 
-impl QuicServer {
-    /// Waits for the listener thread to end (after the stop flag is set).
-    pub fn join(self) {
-        let _ = self.thread.join();
-    }
-}
-
-/// Binds the endpoint and serves until `stop` is set. `ready` is polled before binding so
-/// that no request reaches a shard that has not started.
-pub fn spawn(
-    settings: QuicSettings,
-    handle: ExternalHandle,
-    ready: impl Fn() -> bool + Send + 'static,
-    stop: Arc<AtomicBool>,
-) -> Result<QuicServer, QuicError> {
+/// Binds one `SO_REUSEPORT` UDP socket per shard on `settings.listen` and loads (or makes)
+/// the TLS certificate, so a bad address or certificate fails `quiver serve` at once.
+/// The kernel spreads peers over the sockets by address, so each peer's packets always
+/// reach the same shard.
+pub fn bind(settings: &QuicSettings, shards: usize) -> Result<Arc<QuicListener>, QuicError> {
     let (tls_config, cert_path) = tls::server_config(&settings.tls, &settings.data_dir)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
@@ -91,82 +88,114 @@ pub fn spawn(
     let (transport, loopback_transport) = server_transport_configs();
     server_config.transport_config(transport);
     loopback_config.transport_config(loopback_transport);
-    let configs = ServerConfigs {
+    let configs = Arc::new(ServerConfigs {
         default: Arc::new(server_config.clone()),
         loopback: Arc::new(loopback_config),
-    };
+    });
+    // One config for every shard: they share the stateless-reset key.
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
         .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
 
-    // Bind here, on the caller's thread, so a bad address fails `quiver serve` at once.
-    let socket = std::net::UdpSocket::bind(settings.listen)
-        .map_err(|e| QuicError::io("bind", settings.listen, e))?;
-    size_socket_buffers(&socket);
-    let local_addr = socket
-        .local_addr()
-        .map_err(|e| QuicError::io("local_addr", settings.listen, e))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.threads.max(1))
-        .thread_name("quic")
-        .enable_all()
-        .build()
-        .map_err(|e| QuicError::io("start tokio", "quic", e))?;
-    let thread = std::thread::Builder::new()
-        .name("quic-endpoint".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while !ready() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let endpoint = match quinn::Endpoint::new(
-                    endpoint_config,
-                    Some(server_config),
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                ) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "quic endpoint failed to start");
-                        return;
-                    }
-                };
-                tracing::info!(addr = %local_addr, "quic listener up");
-                let service = Service::new(handle);
-                let counts = Arc::new(Mutex::new(ConnectionCounts::default()));
-                let accept = accept_loop(endpoint.clone(), service, counts, configs);
-                let stopped = async {
-                    while !stop.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(STOP_POLL_MS)).await;
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stopped => {}
-                }
-                endpoint.close(VarInt::from_u32(CONNECTION_CLOSE_SHUTDOWN), b"shutdown");
-                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-                let totals = assembly_totals();
-                tracing::info!(
-                    produce_frames = totals.produce_frames,
-                    produce_record_chunks = totals.produce_record_chunks,
-                    produce_bytes_copied = totals.produce_bytes_copied,
-                    other_bytes_copied = totals.other_bytes_copied,
-                    "quic listener stopped"
-                );
-            });
-            runtime.shutdown_timeout(Duration::from_millis(100));
-        })
-        .map_err(|e| QuicError::io("spawn thread", "quic", e))?;
-    Ok(QuicServer {
-        local_addr,
+    let mut sockets = Vec::with_capacity(shards);
+    let mut addr = settings.listen;
+    for _ in 0..shards.max(1) {
+        let socket = reuseport_socket(addr).map_err(|e| QuicError::io("bind", addr, e))?;
+        // Port 0 picks a port once; the other shards join it.
+        addr = socket
+            .local_addr()
+            .map_err(|e| QuicError::io("local_addr", addr, e))?;
+        size_socket_buffers(&socket);
+        sockets.push(Some(socket));
+    }
+    Ok(Arc::new(QuicListener {
+        local_addr: addr,
         cert_path,
-        thread,
-    })
+        sockets: Mutex::new(sockets),
+        endpoint_config,
+        server_config,
+        configs,
+        counts: Arc::new(Mutex::new(ConnectionCounts::default())),
+    }))
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// One shard's running endpoint.
+pub struct QuicShard {
+    endpoint: quinn::Endpoint,
+    accept: glommio::Task<()>,
+    shard: usize,
+}
+
+impl QuicListener {
+    /// Starts shard `shard`'s endpoint on this shard's executor. Its connections are
+    /// served here: requests for partitions this shard owns never leave the thread.
+    pub fn start_shard(&self, shard: usize) -> Result<QuicShard, QuicError> {
+        let socket = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(shard)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                QuicError::io(
+                    "start shard endpoint",
+                    self.local_addr,
+                    std::io::Error::other(format!("no socket for shard {shard}")),
+                )
+            })?;
+        let endpoint = quinn::Endpoint::new(
+            self.endpoint_config.clone(),
+            Some(self.server_config.clone()),
+            socket,
+            Arc::new(GlommioRuntime),
+        )
+        .map_err(|e| QuicError::io("start endpoint", self.local_addr, e))?;
+        tracing::info!(addr = %self.local_addr, shard, "quic listener up");
+        let service = Service::new(crate::kafka::broker::shard().ctx.clone());
+        let accept = glommio::spawn_local(accept_loop(
+            endpoint.clone(),
+            service,
+            Arc::clone(&self.counts),
+            Arc::clone(&self.configs),
+        ));
+        Ok(QuicShard {
+            endpoint,
+            accept,
+            shard,
+        })
+    }
+}
+
+impl QuicShard {
+    /// Stops accepting, closes every connection (clients see `CONNECTION_CLOSE_SHUTDOWN`)
+    /// and waits up to a second for the close to be sent.
+    pub async fn stop(self) {
+        drop(self.accept);
+        self.endpoint
+            .close(VarInt::from_u32(CONNECTION_CLOSE_SHUTDOWN), b"shutdown");
+        let idle = std::pin::pin!(self.endpoint.wait_idle());
+        let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_secs(1)));
+        futures::future::select(idle, timeout).await;
+        if self.shard == 0 {
+            let totals = assembly_totals();
+            tracing::info!(
+                produce_frames = totals.produce_frames,
+                produce_record_chunks = totals.produce_record_chunks,
+                produce_bytes_copied = totals.produce_bytes_copied,
+                other_bytes_copied = totals.other_bytes_copied,
+                "quic listener stopped"
+            );
+        }
+    }
 }
 
 /// Asks for `UDP_SOCKET_BUFFER_BYTES` of kernel buffer each way and says so when the
@@ -228,9 +257,9 @@ struct ServerConfigs {
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
-    service: Service<ExternalHandle>,
+    service: Service<ShardContext>,
     counts: Arc<Mutex<ConnectionCounts>>,
-    configs: ServerConfigs,
+    configs: Arc<ServerConfigs>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let peer = incoming.remote_address();
@@ -253,7 +282,7 @@ async fn accept_loop(
             &configs.default
         };
         let connecting = incoming.accept_with(Arc::clone(config));
-        tokio::spawn(async move {
+        glommio::spawn_local(async move {
             match connecting {
                 Ok(connecting) => match connecting.await {
                     Ok(connection) => serve_connection(connection, service).await,
@@ -265,18 +294,19 @@ async fn accept_loop(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .release(peer.ip());
-        });
+        })
+        .detach();
     }
 }
 
-async fn serve_connection(connection: quinn::Connection, service: Service<ExternalHandle>) {
+async fn serve_connection(connection: quinn::Connection, service: Service<ShardContext>) {
     let peer = connection.remote_address();
     tracing::debug!(%peer, "quic connection");
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
                 let service = service.clone();
-                tokio::spawn(serve_stream(service, send, recv));
+                glommio::spawn_local(serve_stream(service, send, recv)).detach();
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "quic connection ended");
@@ -289,7 +319,7 @@ async fn serve_connection(connection: quinn::Connection, service: Service<Extern
 /// What the reader hands the writer: a response still being computed (`None` output for
 /// acks=0), or the end of the stream after bad input.
 enum Outgoing {
-    Response(BoxFuture<'static, Option<Vec<Bytes>>>),
+    Response(LocalBoxFuture<'static, Option<Vec<Bytes>>>),
     BadInput(Vec<Bytes>),
 }
 
@@ -391,11 +421,7 @@ fn bad_input_frame(e: &FrameError, request_id: u64) -> Vec<Bytes> {
     error_frame(request_id, e.code(), e.to_string())
 }
 
-async fn serve_stream(
-    service: Service<ExternalHandle>,
-    mut send: SendStream,
-    mut recv: RecvStream,
-) {
+async fn serve_stream(service: Service<ShardContext>, mut send: SendStream, mut recv: RecvStream) {
     // The first frame decides what kind of stream this is.
     let (header, body) = match read_frame(&mut recv).await {
         ReadOutcome::Frame(h, b) => (h, b),
@@ -416,7 +442,7 @@ async fn serve_stream(
     }
 
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_REQUESTS_PER_STREAM);
-    let writer = tokio::spawn(write_responses(send, rx));
+    let writer = glommio::spawn_local(write_responses(send, rx));
     let mut next = Some((request_id, first));
     loop {
         let (request_id, request) = match next.take() {
@@ -449,7 +475,7 @@ async fn serve_stream(
         }
     }
     drop(tx);
-    let _ = writer.await;
+    writer.await;
 }
 
 async fn close_bad(send: &mut SendStream, recv: &mut RecvStream, frame: Vec<Bytes>) {
@@ -461,29 +487,44 @@ async fn close_bad(send: &mut SendStream, recv: &mut RecvStream, frame: Vec<Byte
 
 /// Sends responses in request order as they complete.
 async fn write_responses(mut send: SendStream, mut rx: mpsc::Receiver<Outgoing>) {
-    let mut pending: FuturesOrdered<BoxFuture<'static, Option<Vec<Bytes>>>> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<LocalBoxFuture<'static, Option<Vec<Bytes>>>> =
+        FuturesOrdered::new();
     let mut input_open = true;
     let mut closing: Option<Vec<Bytes>> = None;
+    enum Event {
+        Next(Option<Outgoing>),
+        Done(Option<Vec<Bytes>>),
+    }
     loop {
         if !input_open && pending.is_empty() {
             break;
         }
-        tokio::select! {
-            item = rx.recv(), if input_open && closing.is_none() => match item {
-                Some(Outgoing::Response(f)) => pending.push_back(f),
-                Some(Outgoing::BadInput(frame)) => {
-                    closing = Some(frame);
-                    input_open = false;
-                }
-                None => input_open = false,
-            },
-            Some(done) = pending.next(), if !pending.is_empty() => {
-                if let Some(mut frame) = done {
-                    if send.write_all_chunks(&mut frame).await.is_err() {
-                        return;
-                    }
+        // Completed responses first, then new requests.
+        let event = futures::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(done)) = pending.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Done(done));
+            }
+            if input_open && closing.is_none() {
+                if let Poll::Ready(item) = rx.poll_recv(cx) {
+                    return Poll::Ready(Event::Next(item));
                 }
             }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Next(Some(Outgoing::Response(f))) => pending.push_back(f),
+            Event::Next(Some(Outgoing::BadInput(frame))) => {
+                closing = Some(frame);
+                input_open = false;
+            }
+            Event::Next(None) => input_open = false,
+            Event::Done(Some(mut frame)) => {
+                if send.write_all_chunks(&mut frame).await.is_err() {
+                    return;
+                }
+            }
+            Event::Done(None) => {}
         }
     }
     if let Some(mut frame) = closing {
@@ -494,11 +535,7 @@ async fn write_responses(mut send: SendStream, mut rx: mpsc::Receiver<Outgoing>)
 
 /// Turns one request into its pending response. Produce appends happen here, before the
 /// next frame of the stream is read, so a stream's batches are stored in order.
-async fn dispatch(
-    service: &Service<ExternalHandle>,
-    request_id: u64,
-    request: Request,
-) -> Outgoing {
+async fn dispatch(service: &Service<ShardContext>, request_id: u64, request: Request) -> Outgoing {
     let respond = move |r: Response| Some(r.encode(request_id));
     match request {
         Request::Produce(p) => {
@@ -534,7 +571,7 @@ async fn dispatch(
                         Err(e) => respond(handlers::error_response(&e)),
                     }
                 }
-                .boxed(),
+                .boxed_local(),
             )
         }
         Request::Subscribe(_) => Outgoing::Response(
@@ -544,12 +581,12 @@ async fn dispatch(
                     "SUBSCRIBE must be the first frame of its own stream",
                 ))
             }
-            .boxed(),
+            .boxed_local(),
         ),
         other => {
             let service = service.clone();
             Outgoing::Response(
-                async move { respond(handlers::handle(&service, other).await) }.boxed(),
+                async move { respond(handlers::handle(&service, other).await) }.boxed_local(),
             )
         }
     }

@@ -107,11 +107,14 @@ fn yolo_sendmsg(
 }
 
 mod datagram;
+// QUIVER PATCH (4): see readiness.rs.
+mod readiness;
 mod stream;
 mod tcp_socket;
 mod udp_socket;
 mod unix;
 pub use self::{
+    readiness::FdReadiness,
     stream::{Buffered, Preallocated},
     tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},
     udp_socket::UdpSocket,

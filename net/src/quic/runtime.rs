@@ -1,0 +1,216 @@
+//! quinn on a glommio shard: the [`quinn::Runtime`] that lets each shard run its own QUIC
+//! endpoint, so a request is decrypted, decoded and served on the shard that received it,
+//! with no hand-off to another thread (docs/ARCHITECTURE.md, "QUIC on the shards").
+//!
+//! quinn asks a runtime for three things: timers, spawning, and a UDP socket that can say
+//! when to retry a non-blocking send or receive. Here they are glommio timers, glommio
+//! local tasks, and quinn-udp's own `sendmsg`/`recvmsg` (GSO, GRO, ECN) told when to retry
+//! by io_uring `POLL_ADD` ([`glommio::net::FdReadiness`], a Quiver patch).
+//!
+//! quinn's traits require `Send + Sync` because its other runtimes move tasks between
+//! threads. Nothing here ever leaves the shard that created it: the endpoint, its driver
+//! and every connection are created and polled on one executor thread, and quinn wakes its
+//! tasks from the task that polls it. [`ShardBound`] states that promise and checks it: any
+//! use from another thread panics instead of touching glommio's thread-local state.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::mem::ManuallyDrop;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use glommio::net::FdReadiness;
+use glommio::timer::Timer;
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, UdpPoller};
+use std::os::fd::AsRawFd;
+
+/// A value that is only ever used on the thread that created it, checked on every access.
+pub struct ShardBound<T> {
+    owner: ThreadId,
+    value: ManuallyDrop<T>,
+}
+
+// SAFETY: `get_mut` panics on any thread but `owner`, and `Drop` leaks the value rather
+// than drop it elsewhere, so the `!Send`/`!Sync` value (glommio's `Rc`-based timers and
+// I/O sources) is only ever touched by its own thread. Moving the wrapper (quinn boxes
+// and `Arc`s it) moves only bytes, not the thread-local state they point to.
+unsafe impl<T> Send for ShardBound<T> {}
+// SAFETY: a shared reference gives no access to the value at all.
+unsafe impl<T> Sync for ShardBound<T> {}
+
+impl<T> ShardBound<T> {
+    pub fn new(value: T) -> Self {
+        ShardBound {
+            owner: std::thread::current().id(),
+            value: ManuallyDrop::new(value),
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        assert_eq!(
+            self.owner,
+            std::thread::current().id(),
+            "a shard-bound QUIC object was used from another thread"
+        );
+        &mut self.value
+    }
+}
+
+impl<T> Drop for ShardBound<T> {
+    fn drop(&mut self) {
+        if std::thread::current().id() == self.owner {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.value) };
+        } else {
+            // Dropping glommio state on a foreign thread would corrupt it. Leaking is the
+            // safe choice; it cannot happen unless quinn changes how it uses runtimes.
+            tracing::error!("a shard-bound QUIC object was dropped on another thread; leaked");
+        }
+    }
+}
+
+impl<T> fmt::Debug for ShardBound<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardBound").finish_non_exhaustive()
+    }
+}
+
+/// The runtime of one shard's QUIC endpoint. Create it on the shard, inside its executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlommioRuntime;
+
+impl Runtime for GlommioRuntime {
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(ShardTimer(ShardBound::new(Timer::new(until(at)))))
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        glommio::spawn_local(future).detach();
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        let readiness = FdReadiness::new(socket.as_raw_fd());
+        Ok(Arc::new(ShardUdpSocket {
+            readiness: Mutex::new(ShardBound::new(readiness)),
+            state,
+            socket,
+        }))
+    }
+}
+
+fn until(at: Instant) -> Duration {
+    at.saturating_duration_since(Instant::now())
+}
+
+struct ShardTimer(ShardBound<Timer>);
+
+impl fmt::Debug for ShardTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShardTimer")
+    }
+}
+
+impl AsyncTimer for ShardTimer {
+    fn reset(self: Pin<&mut Self>, at: Instant) {
+        self.get_mut().0.get_mut().reset(until(at));
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context) -> Poll<()> {
+        Pin::new(self.get_mut().0.get_mut()).poll(cx).map(|_| ())
+    }
+}
+
+/// One shard's UDP socket. `readiness` (receive) is used only by the endpoint driver, on
+/// this shard: the lock is never contended.
+struct ShardUdpSocket {
+    socket: std::net::UdpSocket,
+    state: UdpSocketState,
+    readiness: Mutex<ShardBound<FdReadiness>>,
+}
+
+impl fmt::Debug for ShardUdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardUdpSocket")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncUdpSocket for ShardUdpSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        let readiness = ShardBound::new(FdReadiness::new(self.socket.as_raw_fd()));
+        Box::pin(ShardPoller {
+            _socket: self,
+            readiness,
+        })
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.state.send((&self.socket).into(), transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.state.recv((&self.socket).into(), bufs, meta) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return Poll::Ready(other),
+            }
+            let mut readiness = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+            match readiness.get_mut().poll_readable(cx) {
+                // A poll armed earlier fired: try again.
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+}
+
+/// Write readiness for one connection (quinn creates one per connection): each has its
+/// own `POLL_ADD`, so every blocked connection is woken, not just the latest.
+struct ShardPoller {
+    /// Keeps the descriptor open while the poll may be armed.
+    _socket: Arc<ShardUdpSocket>,
+    readiness: ShardBound<FdReadiness>,
+}
+
+impl fmt::Debug for ShardPoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShardPoller")
+    }
+}
+
+impl UdpPoller for ShardPoller {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.get_mut().readiness.get_mut().poll_writable(cx).map(Ok)
+    }
+}

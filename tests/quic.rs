@@ -441,6 +441,55 @@ async fn subscribe_stream_delivers_new_data_within_milliseconds() {
     assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
 }
 
+/// The broker runs an endpoint per shard on `SO_REUSEPORT` sockets. Packets are steered by
+/// connection ID, not by the client's address: a client that changes address keeps its
+/// connection (and its open subscription) wherever the kernel's address hash would have
+/// sent the new packets. Without the steering, about half of the moves land on the other
+/// shard, which does not know the connection and resets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_survives_client_address_changes() {
+    let mut broker = Broker::start("migration");
+    let client = broker.client().await;
+    client.create_topic("moving", 1, &[]).await.unwrap();
+    let producer = client
+        .producer(ProducerConfig {
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe("moving", 0, StartOffset::Earliest)
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        client.rebind(socket).unwrap();
+        let m = tokio::time::timeout(
+            Duration::from_secs(10),
+            producer.send_and_wait(ProducerRecord::new("moving", format!("m{i}"))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("produce after move {i} (to port {port}) timed out"))
+        .unwrap_or_else(|e| panic!("produce after move {i} (to port {port}): {e}"));
+        assert_eq!(m.offset, i as i64);
+        // The subscription opened before any move is still the same stream.
+        let records = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("push after move {i} (to port {port}) timed out"))
+            .expect("subscription still open")
+            .unwrap_or_else(|e| panic!("subscription after move {i}: {e}"));
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].offset, i as i64);
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(format!("m{i}").as_bytes())
+        );
+    }
+    broker.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_on_one_partition_does_not_stall_another() {
     let mut broker = Broker::start("slow");

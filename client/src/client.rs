@@ -54,6 +54,13 @@ impl Client {
         self.conn.close();
     }
 
+    /// Moves the connection to another local UDP socket, as when the client's network
+    /// changes (QUIC connection migration). Open streams and subscriptions carry on: the
+    /// broker follows the connection by its connection ID, not the client's address.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.conn.rebind(socket)
+    }
+
     /// The control channel (admin and offsets), reopened if its stream closed.
     async fn control(&self) -> Result<Channel> {
         let mut slot = self.control.lock().await;

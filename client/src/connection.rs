@@ -244,6 +244,10 @@ impl Connection {
     pub(crate) fn close(&self) {
         self.endpoint.close(VarInt::from_u32(0), b"client closed");
     }
+
+    pub(crate) fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
 }
 
 /// Reads one frame: `Ok(None)` if the stream ended cleanly before it.

@@ -9,6 +9,7 @@
 pub mod handlers;
 pub mod runtime;
 pub mod server;
+pub mod steering;
 pub mod tls;
 
 pub use quiver_protocol as codec;

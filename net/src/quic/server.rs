@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::runtime::GlommioRuntime;
+use super::steering::{self, ShardCids};
 use super::tls::{self, TlsSettings};
 use super::QuicError;
 use crate::service::{ReadPartition, ReadRequest, Service};
@@ -66,6 +67,7 @@ pub struct QuicSettings {
 pub struct QuicListener {
     pub local_addr: SocketAddr,
     pub cert_path: PathBuf,
+    shards: usize,
     /// One socket per shard, taken by `start_shard`.
     sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
     endpoint_config: quinn::EndpointConfig,
@@ -77,8 +79,8 @@ pub struct QuicListener {
 
 /// Binds one `SO_REUSEPORT` UDP socket per shard on `settings.listen` and loads (or makes)
 /// the TLS certificate, so a bad address or certificate fails `quiver serve` at once.
-/// The kernel spreads peers over the sockets by address, so each peer's packets always
-/// reach the same shard.
+/// Packets are steered to the shard named in their connection ID ([`steering`]), so a
+/// connection stays on its shard even when the client's address changes.
 pub fn bind(settings: &QuicSettings, shards: usize) -> Result<Arc<QuicListener>, QuicError> {
     let (tls_config, cert_path) = tls::server_config(&settings.tls, &settings.data_dir)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_config)
@@ -98,6 +100,16 @@ pub fn bind(settings: &QuicSettings, shards: usize) -> Result<Arc<QuicListener>,
         .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
 
+    if shards > steering::MAX_STEERED_SHARDS {
+        return Err(QuicError::io(
+            "bind",
+            settings.listen,
+            std::io::Error::other(format!(
+                "QUIC serves at most {} shards (one connection-ID byte routes them); run with fewer cores or --no-quic",
+                steering::MAX_STEERED_SHARDS
+            )),
+        ));
+    }
     let mut sockets = Vec::with_capacity(shards);
     let mut addr = settings.listen;
     for _ in 0..shards.max(1) {
@@ -109,9 +121,15 @@ pub fn bind(settings: &QuicSettings, shards: usize) -> Result<Arc<QuicListener>,
         size_socket_buffers(&socket);
         sockets.push(Some(socket));
     }
+    if sockets.len() > 1 {
+        let first = sockets[0].as_ref().expect("just bound");
+        steering::attach(first, sockets.len())
+            .map_err(|e| QuicError::io("attach the connection-ID steering program", addr, e))?;
+    }
     Ok(Arc::new(QuicListener {
         local_addr: addr,
         cert_path,
+        shards: sockets.len(),
         sockets: Mutex::new(sockets),
         endpoint_config,
         server_config,
@@ -152,8 +170,13 @@ impl QuicListener {
                     std::io::Error::other(format!("no socket for shard {shard}")),
                 )
             })?;
+        let shards = self.shards;
+        let mut endpoint_config = self.endpoint_config.clone();
+        if shards > 1 {
+            endpoint_config.cid_generator(move || Box::new(ShardCids::new(shard, shards)));
+        }
         let endpoint = quinn::Endpoint::new(
-            self.endpoint_config.clone(),
+            endpoint_config,
             Some(self.server_config.clone()),
             socket,
             Arc::new(GlommioRuntime),

@@ -324,7 +324,7 @@ async fn accept_loop(
 
 async fn serve_connection(connection: quinn::Connection, service: Service<ShardContext>) {
     let peer = connection.remote_address();
-    tracing::debug!(%peer, "quic connection");
+    tracing::debug!(%peer, shard = crate::kafka::broker::shard().id().0, "quic connection");
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {

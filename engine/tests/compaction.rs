@@ -3,18 +3,18 @@
 //! retention, compressed batches, restarts, a cleaner killed mid-swap, and idempotent
 //! producers whose batches were compacted.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use quiver_engine::batch::{self, build, BatchError};
 use quiver_engine::log::{CleanupPolicy, LogConfig, PartitionLog};
-use quiver_engine::runtime::prepare_io;
 use quiver_engine::types::{LeaderEpoch, Offset};
 use quiver_engine::EngineError;
 
@@ -23,20 +23,7 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    // Under target/ (ext4): /tmp may be tmpfs, where O_DIRECT is unavailable.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("compaction-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d2 = dir.clone();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prepare_io(&d2).await.unwrap();
-            f(d2).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    common::run_with_dir(&format!("compaction-{name}"), f)
 }
 
 fn compacted() -> LogConfig {

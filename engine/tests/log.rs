@@ -1,39 +1,21 @@
 //! The partition log against real files on this machine's disk, through io_uring.
 
+mod common;
+
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use glommio::{LocalExecutorBuilder, Placement};
 use quiver_engine::batch::{self, build};
 use quiver_engine::log::{Durability, LogConfig, PartitionLog};
-use quiver_engine::runtime::prepare_io;
 use quiver_engine::types::{LeaderEpoch, Offset};
 use quiver_engine::EngineError;
-
-fn test_dir(name: &str) -> PathBuf {
-    // Under target/ (ext4): /tmp may be tmpfs, where O_DIRECT is unavailable.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("log-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn run<F, Fut>(name: &str, f: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let dir = test_dir(name);
-    let d2 = dir.clone();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prepare_io(&d2).await.unwrap();
-            f(d2).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    common::run_with_dir(&format!("log-{name}"), f)
 }
 
 fn value(i: usize) -> Vec<u8> {

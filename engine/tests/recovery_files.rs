@@ -3,14 +3,14 @@
 //! one recovery read window, and followed by a next segment that does or does not
 //! continue them. Seeded: RECOVERY_SEED replays a failure (the seed is printed).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use quiver_engine::batch::{self, build};
 use quiver_engine::limits::RECOVERY_READ_BYTES;
 use quiver_engine::log::{LogConfig, PartitionLog};
 use quiver_engine::recovery::scan_segment;
-use quiver_engine::runtime::prepare_io;
 use quiver_engine::types::Offset;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -101,23 +101,12 @@ fn recovery_on_real_files_matches_the_pure_scanner() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("recovery_files: RECOVERY_SEED={seed}");
-    // Under target/ (ext4): /tmp may be tmpfs, where O_DIRECT is unavailable.
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("recovery-files-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let root2 = root.clone();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prepare_io(&root2).await.unwrap();
-            let mut rng = StdRng::seed_from_u64(seed);
-            for case in 0..CASES {
-                check_case(&root2, &mut rng, case, seed).await;
-            }
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&root);
+    common::run_with_dir("recovery-files", move |root| async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for case in 0..CASES {
+            check_case(&root, &mut rng, case, seed).await;
+        }
+    });
 }
 
 async fn check_case(root: &Path, rng: &mut StdRng, case: usize, seed: u64) {

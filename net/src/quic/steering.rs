@@ -94,11 +94,14 @@ pub fn shard_of_packet(packet: &[u8], shards: usize) -> Option<usize> {
 /// group's sockets must have been bound in shard order (socket `i` is shard `i`).
 pub fn attach(socket: &std::net::UdpSocket, shards: usize) -> io::Result<()> {
     // Classic BPF opcodes (linux/bpf_common.h, linux/filter.h).
-    const LD_B_ABS: u16 = 0x00 | 0x10 | 0x20; // BPF_LD | BPF_B | BPF_ABS
-    const JMP_JSET_K: u16 = 0x05 | 0x40; // BPF_JMP | BPF_JSET | BPF_K
-    const JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
-    const ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
-    const RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
+    use libc::{
+        BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_JA, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_MOD, BPF_RET,
+    };
+    const LD_B_ABS: u16 = (BPF_LD | BPF_B | BPF_ABS) as u16;
+    const JMP_JSET_K: u16 = (BPF_JMP | BPF_JSET | BPF_K) as u16;
+    const JMP_JA: u16 = (BPF_JMP | BPF_JA) as u16;
+    const ALU_MOD_K: u16 = (BPF_ALU | BPF_MOD | BPF_K) as u16;
+    const RET_A: u16 = (BPF_RET | BPF_A) as u16;
     let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     // The program sees the UDP payload at offset 0. A load past the end of a short
     // datagram ends the program with 0: socket 0, which drops or resets it as it would.

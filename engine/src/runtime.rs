@@ -73,11 +73,12 @@ impl ShardContext {
     }
 }
 
-/// A way into the shards from threads that are not shards (the QUIC endpoint runs on
-/// its own tokio thread). Cloneable and `Send`; each shard drains its inbox, a bounded
+/// A way into the shards from threads that are not shards (a program embedding the
+/// engine, tests; until session 4 the QUIC endpoint's tokio threads, which now run on the
+/// shards instead). Cloneable and `Send`; each shard drains its inbox, a bounded
 /// channel, so a flood from outside waits instead of growing memory.
 ///
-/// The shard never registers a waker with the inbox (a tokio thread would then wake a
+/// The shard never registers a waker with the inbox (a foreign thread would then wake a
 /// glommio task: see [`sync`]). Instead a sender rings the shard's doorbell, one byte on
 /// a Unix socket that the shard reads through its own io_uring, and the shard drains the
 /// inbox after each ring. A flag keeps it to one byte per batch of tasks.

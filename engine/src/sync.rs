@@ -12,8 +12,8 @@
 //! own shard. [`oneshot`] keeps it: the receiver remembers which shard polled it, and a
 //! sender on another shard of the same runtime ships the wake-up there over the shard
 //! mesh (the runtime's own channels, which wake tasks through each reactor's own list).
-//! Receivers polled outside any shard (the QUIC endpoint's tokio threads) have
-//! thread-safe wakers and are woken directly.
+//! Receivers polled outside any shard (threads using `ExternalHandle`) have thread-safe
+//! wakers and are woken directly.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -9,8 +9,9 @@
 //! - [`Service`]: a router, generic over [`ShardAccess`], that sends each call to the
 //!   right shard first: the partition's owner for data-path calls, the controller (shard
 //!   0) for admin, and lets `local` do the rest. `Service<ShardContext>` is used from a
-//!   shard; `Service<ExternalHandle>` from any other thread (the QUIC endpoint's tokio
-//!   threads). Everything a `Service<ExternalHandle>` returns is `Send`.
+//!   shard (both front ends run there); `Service<ExternalHandle>` from any other thread
+//!   (tests; no broker thread needs it since QUIC moved onto the shards). Everything a
+//!   `Service<ExternalHandle>` returns is `Send`.
 //!
 //! Invariants: a partition's log is only touched on its owner shard; record bytes are
 //! never copied here (appends pass the caller's `Bytes`, one buffer or the chunks a QUIC

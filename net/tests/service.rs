@@ -1,5 +1,5 @@
 //! The protocol-neutral service driven both ways: from a plain thread through
-//! `ExternalHandle` (as the QUIC front end does) and from a shard through `ShardContext`
+//! `ExternalHandle` (as a non-shard thread would) and from a shard through `ShardContext`
 //! (as the Kafka handlers do), on a real two-shard runtime with a data dir under ./target.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

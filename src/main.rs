@@ -193,12 +193,77 @@ fn main() -> anyhow::Result<()> {
     std::process::exit(exit_code);
 }
 
+/// How long a listen address may stay taken before `quiver serve` gives up: a broker
+/// killed a moment ago releases its sockets within about a second (docs/glommio.md, 5).
+const ADDRESS_FREE_WAIT: Duration = Duration::from_secs(3);
+
+/// Fails if another process serves on `addr`. The listeners use `SO_REUSEPORT` (one
+/// socket per core), which would otherwise let a second `quiver serve` on the same address
+/// start without an error and silently take part of the traffic. `probe` returns
+/// `AddrInUse` while the address is taken; a taken address is retried for
+/// `ADDRESS_FREE_WAIT`, since a broker that just died releases its sockets late.
+fn ensure_address_free(
+    what: &str,
+    addr: SocketAddr,
+    probe: impl Fn(SocketAddr) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + ADDRESS_FREE_WAIT;
+    loop {
+        match probe(addr) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+                "{what} address {addr} is in use (another quiver serve, or another program): \
+                 stop it or choose another address"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("binding the {what} address {addr}")),
+        }
+    }
+}
+
+/// TCP: is something accepting connections on `addr`? (A bind probe would also trip over
+/// the previous run's TIME_WAIT connections, which `SO_REUSEPORT` listeners ignore.)
+fn tcp_listener_absent(addr: SocketAddr) -> std::io::Result<()> {
+    let target = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+        Ok(_) => Err(std::io::ErrorKind::AddrInUse.into()),
+        // Refused (nothing listens), unreachable or filtered: the bind will tell.
+        Err(_) => Ok(()),
+    }
+}
+
+/// UDP: binding without `SO_REUSEPORT` fails while any socket holds `addr`.
+fn udp_socket_absent(addr: SocketAddr) -> std::io::Result<()> {
+    std::net::UdpSocket::bind(addr).map(drop)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before any thread starts: request frames and DMA buffers reuse heap memory instead of
     // faulting fresh pages in for every request.
     quiver_engine::runtime::tune_allocator();
     if args.default_partitions < 1 || args.offsets_topic_partitions < 1 {
         bail!("partition counts must be at least 1");
+    }
+    ensure_address_free("Kafka (TCP)", args.kafka_listen, tcp_listener_absent)?;
+    if !args.no_quic {
+        ensure_address_free("QUIC (UDP)", args.quic_listen, udp_socket_absent)?;
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;

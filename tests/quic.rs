@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quiver_client::records::partition_for_key;
 use quiver_client::{
-    Acks, Client, ClientConfig, ConsumerConfig, ErrorCode, ProducerConfig, ProducerRecord,
-    StartOffset,
+    Acks, Client, ClientConfig, ConsumerConfig, ErrorCode, Producer, ProducerConfig,
+    ProducerRecord, StartOffset, Subscription,
 };
 
 struct Broker {
     child: Child,
     data_dir: PathBuf,
+    kafka_addr: String,
     quic_addr: String,
     log: PathBuf,
     /// Set by [`Broker::stop`]: the child has exited and been reaped.
@@ -53,10 +54,11 @@ impl Broker {
         std::fs::create_dir_all(&data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let quic_addr = format!("127.0.0.1:{}", free_udp_port());
+        let kafka_addr = format!("127.0.0.1:{}", free_tcp_port());
         let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args(["serve", "--cores", "2", "--data-dir"])
             .arg(&data_dir)
-            .args(["--kafka-listen", &format!("127.0.0.1:{}", free_tcp_port())])
+            .args(["--kafka-listen", &kafka_addr])
             .args(["--quic-listen", &quic_addr])
             .args(extra)
             .stdin(Stdio::null())
@@ -67,6 +69,7 @@ impl Broker {
         Broker {
             child,
             data_dir,
+            kafka_addr,
             quic_addr,
             log,
             stopped: false,
@@ -370,11 +373,14 @@ async fn acks_zero_and_one_and_batching() {
     assert!(bad.is_err(), "idempotence needs acks=all");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_stream_delivers_new_data_within_milliseconds() {
-    let mut broker = Broker::start("subscribe");
-    let client = broker.client().await;
-    client.create_topic("live", 1, &[]).await.unwrap();
+/// A one-partition `topic`, a producer that sends each record at once (no linger), and a
+/// subscription to the partition from `start`.
+async fn unbatched_producer_and_subscription(
+    client: &Client,
+    topic: &str,
+    start: StartOffset,
+) -> (Producer, Subscription) {
+    client.create_topic(topic, 1, &[]).await.unwrap();
     let producer = client
         .producer(ProducerConfig {
             linger: Duration::ZERO,
@@ -382,10 +388,16 @@ async fn subscribe_stream_delivers_new_data_within_milliseconds() {
         })
         .await
         .unwrap();
-    let mut sub = client
-        .subscribe("live", 0, StartOffset::Latest)
-        .await
-        .unwrap();
+    let sub = client.subscribe(topic, 0, start).await.unwrap();
+    (producer, sub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_stream_delivers_new_data_within_milliseconds() {
+    let mut broker = Broker::start("subscribe");
+    let client = broker.client().await;
+    let (producer, mut sub) =
+        unbatched_producer_and_subscription(&client, "live", StartOffset::Latest).await;
     // Let the subscription reach its long poll.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut latencies = Vec::new();
@@ -450,18 +462,8 @@ async fn subscribe_stream_delivers_new_data_within_milliseconds() {
 async fn connection_survives_client_address_changes() {
     let mut broker = Broker::start("migration");
     let client = broker.client().await;
-    client.create_topic("moving", 1, &[]).await.unwrap();
-    let producer = client
-        .producer(ProducerConfig {
-            linger: Duration::ZERO,
-            ..ProducerConfig::default()
-        })
-        .await
-        .unwrap();
-    let mut sub = client
-        .subscribe("moving", 0, StartOffset::Earliest)
-        .await
-        .unwrap();
+    let (producer, mut sub) =
+        unbatched_producer_and_subscription(&client, "moving", StartOffset::Earliest).await;
     for i in 0..12 {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = socket.local_addr().unwrap().port();
@@ -487,6 +489,41 @@ async fn connection_survives_client_address_changes() {
             Some(format!("m{i}").as_bytes())
         );
     }
+    broker.stop();
+}
+
+/// Every core binds the listen addresses with `SO_REUSEPORT`, which would let a second
+/// broker on the same address start and take part of the traffic. It must refuse to start
+/// instead, with a clear message, and the first broker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_the_same_address_is_refused() {
+    let mut broker = Broker::start("address-taken");
+    let client = broker.client().await;
+    client.create_topic("mine", 1, &[]).await.unwrap();
+    let free_kafka = format!("127.0.0.1:{}", free_tcp_port());
+    let free_quic = format!("127.0.0.1:{}", free_udp_port());
+    for (kafka, quic, taken) in [
+        (&broker.kafka_addr, &free_quic, "Kafka (TCP) address"),
+        (&free_kafka, &broker.quic_addr, "QUIC (UDP) address"),
+    ] {
+        let data_dir = broker.data_dir.with_extension("second");
+        let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args(["serve", "--cores", "2", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--kafka-listen", kafka, "--quic-listen", quic])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a second quiver serve");
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "second broker started: {stderr}");
+        assert!(
+            stderr.contains(taken) && stderr.contains("is in use"),
+            "unclear error: {stderr}"
+        );
+    }
+    let topics = client.list_topics().await.unwrap();
+    assert!(topics.iter().any(|t| t.name == "mine"));
     broker.stop();
 }
 

@@ -48,6 +48,11 @@ pub const TAIL_CACHE_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
 /// oldest buffers (keeping its newest), so the bound is this plus one buffer per partition.
 pub const TAIL_CACHE_BYTES_PER_SHARD: usize = 1024 * 1024 * 1024;
 
+/// Largest staged write an acks=1 append copies into the page cache to be answered at
+/// once (`AckLevel::Written`); bigger ones wait for the direct-I/O write, which costs
+/// them little relative to their size, and a bound keeps the synchronous copy short.
+pub const EARLY_WRITE_MAX_BYTES: usize = 64 * 1024;
+
 /// Staging buffers opened while a flush is in flight get at least this much room, so the
 /// appends arriving meanwhile coalesce into one write. An idle partition's buffer holds
 /// just the batch that opened it.

@@ -131,6 +131,23 @@ impl Default for LogConfig {
     }
 }
 
+/// What the caller of an append will wait for, so the log can take the cheapest path
+/// that gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckLevel {
+    /// Nothing (acks=0).
+    None,
+    /// The bytes are in the kernel, so they survive a crash of this process (acks=1, as
+    /// Kafka's page-cache write). When the partition's flusher is idle and the append is
+    /// small (`EARLY_WRITE_MAX_BYTES`), the append copies its staged blocks into the page
+    /// cache of the segment file with one buffered `pwrite` and the ticket is resolved at
+    /// once, instead of after the direct-I/O write (tens of µs of device time). The
+    /// direct-I/O write still follows; the kernel writes the dirty page back before it.
+    Written,
+    /// The durability policy (acks=all).
+    Committed,
+}
+
 /// The result of an append once it is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -248,6 +265,9 @@ struct Segment {
     last_chunk: Option<TailChunk>,
     /// File bytes known to be written (data or zero fill): appends below it overwrite.
     zeroed_end: u64,
+    /// A buffered (page-cache) descriptor of the file for early acks=1 writes, opened on
+    /// first use (see [`AckLevel::Written`]).
+    buffered: Option<std::fs::File>,
 }
 
 impl Drop for Segment {
@@ -296,6 +316,8 @@ pub struct LogStats {
     pub compaction_bytes_reclaimed: u64,
     /// Records removed: superseded values, expired tombstones, records without a key.
     pub compaction_records_removed: u64,
+    /// acks=1 appends answered from the page cache (see [`AckLevel::Written`]).
+    pub early_writes: u64,
 }
 
 /// A zero-fill write in flight: `[start, end)` of the segment based at `segment_base`.
@@ -617,6 +639,18 @@ impl PartitionLog {
         records: &[C],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendTicket> {
+        self.append_chunks_for(records, leader_epoch, AckLevel::Committed)
+            .await
+    }
+
+    /// [`append_chunks`](Self::append_chunks) for a caller that will wait for `ack`:
+    /// with [`AckLevel::Written`] the ticket may resolve at once (see there).
+    pub async fn append_chunks_for<C: AsRef<[u8]>>(
+        self: &Rc<Self>,
+        records: &[C],
+        leader_epoch: LeaderEpoch,
+        ack: AckLevel,
+    ) -> Result<AppendTicket> {
         let batches = batch::split_and_validate_chunks(records)?;
         let mut source = batch::Scattered::new(records);
         let records_len = source.len();
@@ -733,11 +767,16 @@ impl PartitionLog {
             end_offset: next,
             tx,
         });
-        let (write_tx, write_rx) = oneshot::channel();
-        st.write_waiters.push_back(Waiter {
-            end_offset: next,
-            tx: write_tx,
-        });
+        let written = if ack == AckLevel::Written && early_write(st) {
+            None
+        } else {
+            let (write_tx, write_rx) = oneshot::channel();
+            st.write_waiters.push_back(Waiter {
+                end_offset: next,
+                tx: write_tx,
+            });
+            Some(write_rx)
+        };
         let outcome = AppendOutcome {
             base_offset,
             last_offset: Offset(next.0 - 1),
@@ -749,7 +788,7 @@ impl PartitionLog {
         Ok(AppendTicket {
             outcome,
             committed: Some(rx),
-            written: Some(write_rx),
+            written,
         })
     }
 
@@ -1211,6 +1250,8 @@ impl PartitionLog {
         st.stats.segments_sealed += 1;
         if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == base) {
             seg.sealed = true;
+            // No more appends, so no more early writes.
+            seg.buffered = None;
         }
         Ok(())
     }
@@ -1558,6 +1599,66 @@ fn stage_batch<C: AsRef<[u8]>>(
     seg.next_offset = base.next(header.offset_count());
 }
 
+/// Puts everything appended but not yet written into the kernel with one buffered
+/// `pwrite` of the staging buffer's blocks, when that is all of it: the partition's
+/// flusher is idle (so no direct-I/O write is in flight or queued, and the staging buffer
+/// starts at the written end) and no zero fill overlaps the blocks. Returns whether the
+/// bytes are now in the page cache; on `false` (not eligible, too big, or the write
+/// failed) the caller waits for the direct-I/O write as usual.
+///
+/// Why this is safe to mix with direct I/O: the kernel writes dirty cached pages back and
+/// drops them before a direct write or read of the same range (so the flusher's later
+/// write of these blocks, and recovery's reads, see the same bytes), and no direct write
+/// of these blocks is in flight now, which is what could race with the cached copy.
+fn early_write(st: &mut LogState) -> bool {
+    if st.flushing || !st.queue.is_empty() {
+        return false;
+    }
+    let Some(staging) = st.staging.as_mut() else {
+        return false;
+    };
+    let Some(seg) = st.segments.last_mut() else {
+        return false;
+    };
+    // Whole pages (the alignment is a multiple of the page size), so the kernel never
+    // reads a partial page from disk first.
+    let end = align_up(staging.len as u64, st.alignment) as usize;
+    if seg.base_offset != staging.segment_base
+        || end > EARLY_WRITE_MAX_BYTES
+        || end > staging.buf.len()
+    {
+        return false;
+    }
+    let start = staging.aligned_start;
+    if st.zero_fill.as_ref().is_some_and(|z| {
+        z.segment_base == staging.segment_base && start < z.end && start + end as u64 > z.start
+    }) {
+        return false;
+    }
+    staging.buf.as_bytes_mut()[staging.len..end].fill(0);
+    if seg.buffered.is_none() {
+        match std::fs::OpenOptions::new().write(true).open(&seg.path) {
+            Ok(f) => seg.buffered = Some(f),
+            Err(e) => {
+                tracing::warn!(path = %seg.path.display(), error = %e, "buffered open failed; acks=1 waits for the direct write");
+                return false;
+            }
+        }
+    }
+    let file = seg.buffered.as_ref().expect("opened above");
+    use std::os::unix::fs::FileExt;
+    match file.write_all_at(&staging.buf.as_bytes()[..end], start) {
+        Ok(()) => {
+            st.stats.early_writes += 1;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(path = %seg.path.display(), error = %e, "buffered write failed; acks=1 waits for the direct write");
+            false
+        }
+    }
+}
+
 /// Freezes the open staging buffer into a flush job.
 fn close_staging(st: &mut LogState) {
     let Some(mut staging) = st.staging.take() else {
@@ -1612,6 +1713,7 @@ async fn create_segment(dir: &Path, base: Offset) -> Result<Segment> {
         tail_bytes: 0,
         last_chunk: None,
         zeroed_end: 0,
+        buffered: None,
     })
 }
 
@@ -1651,6 +1753,7 @@ async fn recover_segment(
                             tail_bytes: 0,
                             last_chunk: None,
                             zeroed_end: file_size,
+                            buffered: None,
                         },
                         true,
                     ));
@@ -1735,6 +1838,7 @@ async fn recover_segment(
             tail_bytes: 0,
             last_chunk,
             zeroed_end: valid_len,
+            buffered: None,
         },
         clean || is_last,
     ))

@@ -842,3 +842,74 @@ fn small_appends_zero_fill_ahead_and_seals_trim_it() {
         check_batches(&out.chunks, (n * 10) as i64);
     });
 }
+
+/// acks=1 appends that find the flusher idle are answered from the page cache at once
+/// (one buffered write), the rest wait for the direct write; either way the log reads
+/// back whole after a restart.
+#[test]
+fn idle_acks1_appends_are_written_through_the_page_cache() {
+    use futures::FutureExt;
+    use quiver_engine::limits::EARLY_WRITE_MAX_BYTES;
+    use quiver_engine::log::AckLevel;
+    run("early-write", |dir| async move {
+        let n = 200;
+        {
+            let log = PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap();
+            for b in 0..n {
+                log.flushed().await;
+                let t = log
+                    .append_chunks_for(&[batch_of(b * 3, 3)], LeaderEpoch(1), AckLevel::Written)
+                    .await
+                    .unwrap();
+                let outcome = t
+                    .written()
+                    .now_or_never()
+                    .expect("an idle log answers acks=1 without waiting for the disk")
+                    .unwrap();
+                assert_eq!(outcome.base_offset, Offset((b * 3) as i64));
+            }
+            assert_eq!(log.stats().early_writes, n as u64);
+            // Behind a write in flight: no early answer, the direct write is awaited.
+            log.flushed().await;
+            let first = log
+                .append_chunks_for(&[batch_of(n * 3, 3)], LeaderEpoch(1), AckLevel::Written)
+                .await
+                .unwrap();
+            let second = log
+                .append_chunks_for(&[batch_of(n * 3 + 3, 3)], LeaderEpoch(1), AckLevel::Written)
+                .await
+                .unwrap();
+            first.written().await.unwrap();
+            second.written().await.unwrap();
+            assert_eq!(log.stats().early_writes, n as u64 + 1);
+            // Too big for the synchronous copy.
+            log.flushed().await;
+            let big = batch_of_size(EARLY_WRITE_MAX_BYTES);
+            let t = log
+                .append_chunks_for(&[big], LeaderEpoch(1), AckLevel::Written)
+                .await
+                .unwrap();
+            assert!(t.written().now_or_never().is_none());
+            assert_eq!(log.stats().early_writes, n as u64 + 1);
+            // Committed (acks=all) appends never take the early path.
+            log.flushed().await;
+            let t = log.append(&batch_of(0, 1), LeaderEpoch(1)).await.unwrap();
+            t.committed().await.unwrap();
+            assert_eq!(log.stats().early_writes, n as u64 + 1);
+            log.flushed().await;
+        }
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(check_whole_log(&log).await, log.log_end_offset().0);
+        assert_eq!(log.log_end_offset(), Offset((n * 3 + 6 + 1 + 1) as i64));
+    });
+}
+
+/// One batch of a single record whose value makes the batch at least `bytes` long.
+fn batch_of_size(bytes: usize) -> Vec<u8> {
+    let v = vec![b'z'; bytes];
+    build::batch(&[(None, v.as_slice())], 5)
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use quiver_engine::catalog::{TopicMeta, SUPPORTED_CONFIGS};
-use quiver_engine::log::{AppendOutcome, AppendTicket};
+use quiver_engine::log::{AckLevel, AppendOutcome, AppendTicket};
 use quiver_engine::runtime::{shard_for, ExternalHandle, ShardContext};
 use quiver_engine::types::ShardId;
 use quiver_engine::EngineError;
@@ -211,6 +211,15 @@ pub struct Service<A: ShardAccess> {
 /// The controller shard: topic metadata has one writer.
 const CONTROLLER: ShardId = ShardId(0);
 
+/// What the log is told a producer with `acks` will wait for.
+pub fn ack_level(acks: Acks) -> AckLevel {
+    match acks {
+        Acks::None => AckLevel::None,
+        Acks::Leader => AckLevel::Written,
+        Acks::All => AckLevel::Committed,
+    }
+}
+
 impl<A: ShardAccess> Service<A> {
     pub fn new(access: A) -> Self {
         Service { access }
@@ -229,11 +238,12 @@ impl<A: ShardAccess> Service<A> {
         topic: String,
         partition: i32,
         records: Vec<Bytes>,
+        acks: Acks,
     ) -> ServiceResult<AppendTicket> {
         let owner = self.owner_of(&topic, partition);
         self.access
             .run_on(owner, move || async move {
-                local::append(&topic, partition, &records).await
+                local::append(&topic, partition, &records, ack_level(acks)).await
             })
             .await?
     }
@@ -246,10 +256,11 @@ impl<A: ShardAccess> Service<A> {
         records: Vec<Bytes>,
         acks: Acks,
     ) -> ServiceResult<AppendOutcome> {
-        let ticket = self.append_start(topic, partition, records).await?;
+        let ticket = self.append_start(topic, partition, records, acks).await?;
         match acks {
             Acks::None => Ok(ticket.outcome()),
-            // acks=1: the leader's direct-I/O write (survives a broker crash);
+            // acks=1: the bytes are in the kernel (page cache or the direct-I/O write
+            // done), so they survive a broker crash;
             // acks=all: the durability policy (fdatasync by default).
             Acks::Leader => Ok(ticket.written().await?),
             Acks::All => Ok(ticket.committed().await?),
@@ -461,11 +472,12 @@ pub mod local {
         topic: &str,
         partition: i32,
         records: &[C],
+        ack: AckLevel,
     ) -> ServiceResult<AppendTicket> {
         let log = shard()
             .local_log(topic, partition)
             .ok_or_else(|| ServiceError::unknown_partition(topic, partition))?;
-        Ok(log.append_chunks(records, LeaderEpoch(0)).await?)
+        Ok(log.append_chunks_for(records, LeaderEpoch(0), ack).await?)
     }
 
     /// What one read of one partition found, plus a watermark watch when asked for and

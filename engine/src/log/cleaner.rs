@@ -454,6 +454,7 @@ impl PartitionLog {
             tail_bytes: 0,
             last_chunk: None,
             zeroed_end: position,
+            buffered: None,
         };
         let mut st = self.state.borrow_mut();
         let Some(at) = st.segments.iter().position(|s| s.base_offset == base) else {

@@ -562,8 +562,10 @@ async fn dispatch(service: &Service<ShardContext>, request_id: u64, request: Req
     let respond = move |r: Response| Some(r.encode(request_id));
     match request {
         Request::Produce(p) => {
-            let started = service.append_start(p.topic, p.partition, p.records).await;
             let acks = p.acks;
+            let started = service
+                .append_start(p.topic, p.partition, p.records, acks)
+                .await;
             Outgoing::Response(
                 async move {
                     let result = match started {
@@ -571,7 +573,7 @@ async fn dispatch(service: &Service<ShardContext>, request_id: u64, request: Req
                             drop(ticket);
                             return None;
                         }
-                        // acks=1: the leader's direct-I/O write (survives a broker
+                        // acks=1: the bytes are in the kernel (survive a broker
                         // crash), as on the Kafka front end; acks=all: the durability
                         // policy (fdatasync by default).
                         Ok(ticket) if acks == Acks::Leader => {

@@ -3,7 +3,12 @@
 //! killed, printing `ACK <base_offset> <last_offset> <run> <producer> <sequence>` for
 //! every append once it is committed. Not part of the broker.
 //!
-//! Usage: crash_child DIR RUN SEGMENT_BYTES PRODUCERS MAX_SECONDS
+//! Usage: crash_child DIR RUN SEGMENT_BYTES PRODUCERS MAX_SECONDS [KILL_AFTER_ACKS]
+//!
+//! With KILL_AFTER_ACKS the child instead runs one producer that appends a lone batch at a
+//! time with acks=1 (`AckLevel::Written`) whenever the log is idle, so each is answered
+//! from the page cache, and sends itself SIGKILL right after printing the given number of
+//! ACKs: before the direct-I/O write of the last one can have completed.
 //!
 //! Prints `READY <log_end_offset>` once the log is open. Stops by itself after
 //! MAX_SECONDS so that a lost parent never leaves it running.
@@ -16,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::LocalExecutorBuilder;
-use quiver_engine::log::{LogConfig, PartitionLog};
+use quiver_engine::log::{AckLevel, LogConfig, PartitionLog};
 use quiver_engine::runtime::prepare_io;
 use quiver_engine::types::LeaderEpoch;
 use workload::{Ack, BatchId};
@@ -46,6 +51,7 @@ fn main() {
     let segment_bytes: u64 = arg(&args, 3, "SEGMENT_BYTES");
     let producers: u32 = arg(&args, 4, "PRODUCERS");
     let max_seconds: u64 = arg(&args, 5, "MAX_SECONDS");
+    let kill_after_acks: Option<u64> = (args.len() > 6).then(|| arg(&args, 6, "KILL_AFTER_ACKS"));
     let deadline = Instant::now() + Duration::from_secs(max_seconds);
 
     let result = LocalExecutorBuilder::default()
@@ -57,6 +63,10 @@ fn main() {
             };
             let log = PartitionLog::open(&dir, config).await.expect("open log");
             say(&format!("READY {}", log.log_end_offset().0));
+            if let Some(n) = kill_after_acks {
+                lone_then_kill(log, run, n).await;
+                return;
+            }
             let tasks: Vec<_> = (0..producers)
                 .map(|producer| {
                     let log = Rc::clone(&log);
@@ -71,6 +81,40 @@ fn main() {
         .join();
     if result.is_err() {
         std::process::exit(70);
+    }
+}
+
+async fn lone_then_kill(log: Rc<PartitionLog>, run: u64, acks: u64) {
+    for sequence in 0..acks {
+        let id = BatchId {
+            run,
+            producer: 0,
+            sequence,
+        };
+        log.flushed().await;
+        let acked = match log
+            .append_chunks_for(&[id.batch()], LeaderEpoch(1), AckLevel::Written)
+            .await
+        {
+            Ok(ticket) => ticket.written().await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(outcome) => say(&Ack {
+                base_offset: outcome.base_offset.0,
+                last_offset: outcome.last_offset.0,
+                id,
+            }
+            .line()),
+            Err(e) => {
+                eprintln!("append failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    // SAFETY: kill(2) with our own pid and a signal number touches no memory.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
     }
 }
 

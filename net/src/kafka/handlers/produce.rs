@@ -5,6 +5,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use quiver_engine::log::AckLevel;
 
 use super::{by_shard, str_bytes};
 use crate::kafka::broker::shard;
@@ -25,13 +26,24 @@ enum AckWait {
     Committed,
 }
 
+impl AckWait {
+    fn level(self) -> AckLevel {
+        match self {
+            AckWait::Appended => AckLevel::None,
+            AckWait::Written => AckLevel::Written,
+            AckWait::Committed => AckLevel::Committed,
+        }
+    }
+}
+
 /// Returns `None` for acks=0: Kafka sends no response then.
 pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let me = shard();
     let acks = req.acks;
-    // What the reply waits for. acks=1: the leader's write (survives a broker crash, like
-    // Kafka's page-cache write), or only the append with --acks1-on-append (Redpanda's
-    // leader ack); acks=all: the durability policy (fdatasync).
+    // What the reply waits for. acks=1: the bytes are in the kernel, so they survive a
+    // broker crash, like Kafka's page-cache write (a buffered write when the partition is
+    // idle, else the direct-I/O write), or only the append with --acks1-on-append
+    // (Redpanda's leader ack); acks=all: the durability policy (fdatasync).
     let wait = match acks {
         0 => AckWait::Appended,
         1 if me.config.acks1_on_append => AckWait::Appended,
@@ -100,7 +112,7 @@ pub async fn handle(req: ProduceRequest, version: i16) -> Option<ProduceResponse
             // Append everything first, then wait: one group commit covers them all.
             let mut tickets = Vec::with_capacity(items.len());
             for item in &items {
-                tickets.push(service::local::append(&item.topic, item.partition, std::slice::from_ref(&item.records)).await);
+                tickets.push(service::local::append(&item.topic, item.partition, std::slice::from_ref(&item.records), wait.level()).await);
             }
             let mut out = Vec::with_capacity(items.len());
             for (item, ticket) in items.iter().zip(tickets) {

@@ -332,6 +332,8 @@ struct ZeroFill {
 struct Waiter {
     end_offset: Offset,
     tx: oneshot::Sender<bool>,
+    /// An acks=1 append that would take the page-cache answer ([`AckLevel::Written`]).
+    early: bool,
 }
 
 struct LogState {
@@ -354,6 +356,8 @@ struct LogState {
     waiters: VecDeque<Waiter>,
     /// Appends waiting for their write (acks=1), in offset order.
     write_waiters: VecDeque<Waiter>,
+    /// Rounds of direct-I/O writes under way (0 or 1): early writes wait for none.
+    writes_in_flight: u32,
     /// End of what has been written to segment files (at or above `committed_end`).
     written_end: Offset,
     /// Long-polling readers waiting for the high watermark to move.
@@ -532,6 +536,7 @@ impl PartitionLog {
                 failed: false,
                 waiters: VecDeque::new(),
                 write_waiters: VecDeque::new(),
+                writes_in_flight: 0,
                 written_end: log_end_offset,
                 hw_watchers: Vec::new(),
                 space_waiters: Vec::new(),
@@ -711,6 +716,7 @@ impl PartitionLog {
                 st.waiters.push_back(Waiter {
                     end_offset: end,
                     tx,
+                    early: false,
                 });
                 rx
             });
@@ -719,6 +725,7 @@ impl PartitionLog {
                 st.write_waiters.push_back(Waiter {
                     end_offset: end,
                     tx,
+                    early: false,
                 });
                 rx
             });
@@ -766,6 +773,7 @@ impl PartitionLog {
         st.waiters.push_back(Waiter {
             end_offset: next,
             tx,
+            early: false,
         });
         let written = if ack == AckLevel::Written && early_write(st) {
             None
@@ -774,6 +782,7 @@ impl PartitionLog {
             st.write_waiters.push_back(Waiter {
                 end_offset: next,
                 tx: write_tx,
+                early: ack == AckLevel::Written,
             });
             Some(write_rx)
         };
@@ -911,6 +920,28 @@ impl PartitionLog {
     /// buffer once both writes are done (and before the sync) makes the result exact
     /// while the big writes keep their queue depth.
     async fn write_jobs(&self, jobs: &[FlushJob]) -> Result<()> {
+        self.state.borrow_mut().writes_in_flight += 1;
+        let result = self.write_jobs_in_flight(jobs).await;
+        let mut st = self.state.borrow_mut();
+        st.writes_in_flight -= 1;
+        // acks=1 appends that arrived during these writes were not answered from the page
+        // cache (a write was in flight); they need not wait for a write of their own.
+        if result.is_ok() && st.write_waiters.iter().any(|w| w.early) && early_write(&mut st) {
+            let end = st.log_end_offset;
+            while st
+                .write_waiters
+                .front()
+                .is_some_and(|w| w.end_offset <= end)
+            {
+                if let Some(w) = st.write_waiters.pop_front() {
+                    let _ = w.tx.send(true);
+                }
+            }
+        }
+        result
+    }
+
+    async fn write_jobs_in_flight(&self, jobs: &[FlushJob]) -> Result<()> {
         let overlapping = self.state.borrow().zero_fill.as_ref().is_some_and(|z| {
             jobs.iter().any(|j| {
                 z.segment_base == j.segment_base
@@ -1600,18 +1631,18 @@ fn stage_batch<C: AsRef<[u8]>>(
 }
 
 /// Puts everything appended but not yet written into the kernel with one buffered
-/// `pwrite` of the staging buffer's blocks, when that is all of it: the partition's
-/// flusher is idle (so no direct-I/O write is in flight or queued, and the staging buffer
-/// starts at the written end) and no zero fill overlaps the blocks. Returns whether the
-/// bytes are now in the page cache; on `false` (not eligible, too big, or the write
-/// failed) the caller waits for the direct-I/O write as usual.
+/// `pwrite` of the staging buffer's blocks, when that is all of it: no direct-I/O write
+/// of this log is queued or in flight (so every byte before the staging buffer is
+/// written; the flusher may be syncing) and no zero fill overlaps the blocks. Returns
+/// whether the bytes are now in the page cache; on `false` (not eligible, too big, or the
+/// write failed) the caller waits for the direct-I/O write as usual.
 ///
 /// Why this is safe to mix with direct I/O: the kernel writes dirty cached pages back and
 /// drops them before a direct write or read of the same range (so the flusher's later
 /// write of these blocks, and recovery's reads, see the same bytes), and no direct write
 /// of these blocks is in flight now, which is what could race with the cached copy.
 fn early_write(st: &mut LogState) -> bool {
-    if st.flushing || !st.queue.is_empty() {
+    if st.writes_in_flight > 0 || !st.queue.is_empty() {
         return false;
     }
     let Some(staging) = st.staging.as_mut() else {

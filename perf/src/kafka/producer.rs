@@ -549,6 +549,9 @@ impl Sender<'_> {
                     link.in_flight
                         .wait_below(spec.max_in_flight, Duration::from_nanos(IDLE_WAIT_NS));
                 }
+                // Fixed rate: wake on time (spinning the last stretch), so the pacer's
+                // own lateness is not reported as latency.
+                None if spec.rate > 0.0 && !stopping => clock.pace_until(wake_ns),
                 None => clock.sleep_until(wake_ns),
             }
         }

@@ -145,8 +145,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
     /// Answer acks=1 once the batch is appended in memory (Redpanda's leader ack)
-    /// instead of once it is written to the segment file. Saves a disk round trip; a
-    /// broker crash can then lose the latest acks=1 messages (acks=all is unaffected).
+    /// instead of once it is in the kernel (page cache or segment write). Saves a
+    /// syscall or a disk round trip; a broker crash can then lose the latest acks=1
+    /// messages (acks=all is unaffected).
     #[arg(long)]
     acks1_on_append: bool,
     /// Delay before the first rebalance of a new consumer group (Kafka's

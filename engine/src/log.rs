@@ -138,11 +138,13 @@ pub enum AckLevel {
     /// Nothing (acks=0).
     None,
     /// The bytes are in the kernel, so they survive a crash of this process (acks=1, as
-    /// Kafka's page-cache write). When the partition's flusher is idle and the append is
-    /// small (`EARLY_WRITE_MAX_BYTES`), the append copies its staged blocks into the page
-    /// cache of the segment file with one buffered `pwrite` and the ticket is resolved at
-    /// once, instead of after the direct-I/O write (tens of µs of device time). The
-    /// direct-I/O write still follows; the kernel writes the dirty page back before it.
+    /// Kafka's page-cache write). When no direct write of the partition is queued or in
+    /// flight and the staged blocks are small (`EARLY_WRITE_MAX_BYTES`), the append copies
+    /// them into the page cache of the segment file with one buffered `pwrite` and the
+    /// ticket is resolved at once, instead of after the direct-I/O write (tens of µs of
+    /// device time); an append that finds a write in flight is answered that way when the
+    /// write completes. The direct-I/O write still follows; the kernel writes the dirty
+    /// page back before it.
     Written,
     /// The durability policy (acks=all).
     Committed,
@@ -776,6 +778,8 @@ impl PartitionLog {
             early: false,
         });
         let written = if ack == AckLevel::Written && early_write(st) {
+            // Earlier appends in the same staging buffer are in the kernel now too.
+            answer_early_waiters(st);
             None
         } else {
             let (write_tx, write_rx) = oneshot::channel();
@@ -927,16 +931,7 @@ impl PartitionLog {
         // acks=1 appends that arrived during these writes were not answered from the page
         // cache (a write was in flight); they need not wait for a write of their own.
         if result.is_ok() && st.write_waiters.iter().any(|w| w.early) && early_write(&mut st) {
-            let end = st.log_end_offset;
-            while st
-                .write_waiters
-                .front()
-                .is_some_and(|w| w.end_offset <= end)
-            {
-                if let Some(w) = st.write_waiters.pop_front() {
-                    let _ = w.tx.send(true);
-                }
-            }
+            answer_early_waiters(&mut st);
         }
         result
     }
@@ -1686,6 +1681,17 @@ fn early_write(st: &mut LogState) -> bool {
         Err(e) => {
             tracing::warn!(path = %seg.path.display(), error = %e, "buffered write failed; acks=1 waits for the direct write");
             false
+        }
+    }
+}
+
+/// After an [`early_write`]: every append so far is in the kernel, so every write waiter
+/// is answered.
+fn answer_early_waiters(st: &mut LogState) {
+    let end = st.log_end_offset;
+    while st.write_waiters.front().is_some_and(|w| w.end_offset <= end) {
+        if let Some(w) = st.write_waiters.pop_front() {
+            let _ = w.tx.send(true);
         }
     }
 }

@@ -14,8 +14,9 @@ use crate::wire::{Reader, Writer};
 pub enum Acks {
     /// No response at all: fire and forget.
     None,
-    /// After the leader wrote the batch to its segment file (direct I/O): it survives a
-    /// crash of the broker process, not necessarily a power loss until the next sync.
+    /// After the leader put the batch in the kernel (its segment file's direct write, or
+    /// the page cache of that file when the partition is idle): it survives a crash of
+    /// the broker process, not necessarily a power loss until the next sync.
     /// The Kafka front end's acks=1.
     Leader,
     /// After every in-sync replica has it and the partition's log committed it

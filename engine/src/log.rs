@@ -1689,7 +1689,11 @@ fn early_write(st: &mut LogState) -> bool {
 /// is answered.
 fn answer_early_waiters(st: &mut LogState) {
     let end = st.log_end_offset;
-    while st.write_waiters.front().is_some_and(|w| w.end_offset <= end) {
+    while st
+        .write_waiters
+        .front()
+        .is_some_and(|w| w.end_offset <= end)
+    {
         if let Some(w) = st.write_waiters.pop_front() {
             let _ = w.tx.send(true);
         }

@@ -779,7 +779,7 @@ impl PartitionLog {
         });
         let written = if ack == AckLevel::Written && early_write(st) {
             // Earlier appends in the same staging buffer are in the kernel now too.
-            answer_early_waiters(st);
+            answer_waiters(&mut st.write_waiters, next);
             None
         } else {
             let (write_tx, write_rx) = oneshot::channel();
@@ -931,7 +931,9 @@ impl PartitionLog {
         // acks=1 appends that arrived during these writes were not answered from the page
         // cache (a write was in flight); they need not wait for a write of their own.
         if result.is_ok() && st.write_waiters.iter().any(|w| w.early) && early_write(&mut st) {
-            answer_early_waiters(&mut st);
+            // Every append so far is in the kernel now.
+            let end = st.log_end_offset;
+            answer_waiters(&mut st.write_waiters, end);
         }
         result
     }
@@ -997,15 +999,7 @@ impl PartitionLog {
             st.written_end = st.written_end.max(last.end_offset);
         }
         let written_end = st.written_end;
-        while st
-            .write_waiters
-            .front()
-            .is_some_and(|w| w.end_offset <= written_end)
-        {
-            if let Some(w) = st.write_waiters.pop_front() {
-                let _ = w.tx.send(true);
-            }
-        }
+        answer_waiters(&mut st.write_waiters, written_end);
         Ok(())
     }
 
@@ -1085,15 +1079,7 @@ impl PartitionLog {
             seg.tail.clear();
             shard_tail_sub(std::mem::take(&mut seg.tail_bytes));
         }
-        while st
-            .waiters
-            .front()
-            .is_some_and(|w| w.end_offset <= st.committed_end)
-        {
-            if let Some(w) = st.waiters.pop_front() {
-                let _ = w.tx.send(true);
-            }
-        }
+        answer_waiters(&mut st.waiters, st.committed_end);
         for w in st.space_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -1685,16 +1671,10 @@ fn early_write(st: &mut LogState) -> bool {
     }
 }
 
-/// After an [`early_write`]: every append so far is in the kernel, so every write waiter
-/// is answered.
-fn answer_early_waiters(st: &mut LogState) {
-    let end = st.log_end_offset;
-    while st
-        .write_waiters
-        .front()
-        .is_some_and(|w| w.end_offset <= end)
-    {
-        if let Some(w) = st.write_waiters.pop_front() {
+/// Answers (successfully) every waiter, oldest first, whose append ends at or below `end`.
+fn answer_waiters(waiters: &mut VecDeque<Waiter>, end: Offset) {
+    while waiters.front().is_some_and(|w| w.end_offset <= end) {
+        if let Some(w) = waiters.pop_front() {
             let _ = w.tx.send(true);
         }
     }

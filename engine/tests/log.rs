@@ -850,7 +850,6 @@ fn small_appends_zero_fill_ahead_and_seals_trim_it() {
 fn idle_acks1_appends_are_written_through_the_page_cache() {
     use futures::FutureExt;
     use quiver_engine::limits::EARLY_WRITE_MAX_BYTES;
-    use quiver_engine::log::AckLevel;
     run("early-write", |dir| async move {
         let n = 200;
         {
@@ -859,10 +858,7 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
                 .unwrap();
             for b in 0..n {
                 log.flushed().await;
-                let t = log
-                    .append_chunks_for(&[batch_of(b * 3, 3)], LeaderEpoch(1), AckLevel::Written)
-                    .await
-                    .unwrap();
+                let t = append_acks1(&log, batch_of(b * 3, 3)).await;
                 let outcome = t
                     .written()
                     .now_or_never()
@@ -874,24 +870,15 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
             // Behind a write in flight: no early answer at once, but one as soon as that
             // write is done, without waiting for a direct write of its own.
             log.flushed().await;
-            let first = log
-                .append_chunks_for(&[batch_of(n * 3, 3)], LeaderEpoch(1), AckLevel::Written)
-                .await
-                .unwrap();
-            let second = log
-                .append_chunks_for(&[batch_of(n * 3 + 3, 3)], LeaderEpoch(1), AckLevel::Written)
-                .await
-                .unwrap();
+            let first = append_acks1(&log, batch_of(n * 3, 3)).await;
+            let second = append_acks1(&log, batch_of(n * 3 + 3, 3)).await;
             first.written().await.unwrap();
             second.written().await.unwrap();
             assert_eq!(log.stats().early_writes, n as u64 + 2);
             // Too big for the synchronous copy.
             log.flushed().await;
             let big = batch_of_size(EARLY_WRITE_MAX_BYTES);
-            let t = log
-                .append_chunks_for(&[big], LeaderEpoch(1), AckLevel::Written)
-                .await
-                .unwrap();
+            let t = append_acks1(&log, big).await;
             assert!(t.written().now_or_never().is_none());
             assert_eq!(log.stats().early_writes, n as u64 + 2);
             // Committed (acks=all) appends never take the early path.
@@ -907,6 +894,17 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
         assert_eq!(check_whole_log(&log).await, log.log_end_offset().0);
         assert_eq!(log.log_end_offset(), Offset((n * 3 + 6 + 1 + 1) as i64));
     });
+}
+
+/// Appends `batch` for a producer with acks=1.
+async fn append_acks1(log: &Rc<PartitionLog>, batch: Vec<u8>) -> quiver_engine::log::AppendTicket {
+    log.append_chunks_for(
+        &[batch],
+        LeaderEpoch(1),
+        quiver_engine::log::AckLevel::Written,
+    )
+    .await
+    .unwrap()
 }
 
 /// One batch of a single record whose value makes the batch at least `bytes` long.

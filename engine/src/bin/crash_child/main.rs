@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::LocalExecutorBuilder;
-use quiver_engine::log::{AckLevel, LogConfig, PartitionLog};
+use quiver_engine::log::{AckLevel, AppendOutcome, LogConfig, PartitionLog};
 use quiver_engine::runtime::prepare_io;
 use quiver_engine::types::LeaderEpoch;
 use workload::{Ack, BatchId};
@@ -84,6 +84,22 @@ fn main() {
     }
 }
 
+/// Prints the ACK line of an acknowledged append; exits on a failed one.
+fn report(id: BatchId, acked: quiver_engine::Result<AppendOutcome>) {
+    match acked {
+        Ok(outcome) => say(&Ack {
+            base_offset: outcome.base_offset.0,
+            last_offset: outcome.last_offset.0,
+            id,
+        }
+        .line()),
+        Err(e) => {
+            eprintln!("append failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn lone_then_kill(log: Rc<PartitionLog>, run: u64, acks: u64) {
     for sequence in 0..acks {
         let id = BatchId {
@@ -99,18 +115,7 @@ async fn lone_then_kill(log: Rc<PartitionLog>, run: u64, acks: u64) {
             Ok(ticket) => ticket.written().await,
             Err(e) => Err(e),
         };
-        match acked {
-            Ok(outcome) => say(&Ack {
-                base_offset: outcome.base_offset.0,
-                last_offset: outcome.last_offset.0,
-                id,
-            }
-            .line()),
-            Err(e) => {
-                eprintln!("append failed: {e}");
-                std::process::exit(1);
-            }
-        }
+        report(id, acked);
     }
     // SAFETY: kill(2) with our own pid and a signal number touches no memory.
     unsafe {
@@ -153,18 +158,7 @@ async fn produce(log: Rc<PartitionLog>, run: u64, producer: u32, deadline: Insta
             } else {
                 ticket.committed().await
             };
-            match acked {
-                Ok(outcome) => say(&Ack {
-                    base_offset: outcome.base_offset.0,
-                    last_offset: outcome.last_offset.0,
-                    id,
-                }
-                .line()),
-                Err(e) => {
-                    eprintln!("commit failed: {e}");
-                    std::process::exit(1);
-                }
-            }
+            report(id, acked);
         }));
         if in_flight.len() >= IN_FLIGHT_PER_PRODUCER {
             if let Some(oldest) = in_flight.pop_front() {

@@ -102,7 +102,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn try_acquire(&self, max: u32) -> bool {
+    pub fn try_acquire(&self, max: u32) -> bool {
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         if *count < max {
             *count += 1;
@@ -112,7 +112,7 @@ impl InFlight {
         }
     }
 
-    fn current(&self) -> u32 {
+    pub fn current(&self) -> u32 {
         *self.count.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -123,7 +123,7 @@ impl InFlight {
     }
 
     /// Waits until fewer than `max` are in flight, or `timeout` passes.
-    fn wait_below(&self, max: u32, timeout: Duration) {
+    pub fn wait_below(&self, max: u32, timeout: Duration) {
         let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         if *count >= max {
             let _ = self
@@ -132,7 +132,7 @@ impl InFlight {
         }
     }
 
-    fn wait_zero(&self, timeout: Duration) -> bool {
+    pub fn wait_zero(&self, timeout: Duration) -> bool {
         let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         let (count, _) = self
             .changed
@@ -160,6 +160,27 @@ pub trait ProduceLink {
     fn write(&mut self, batches: RequestBatches, meta: RequestMeta) -> Result<()>;
     /// Called after every acknowledgement came (or the drain timed out): close, join helpers.
     fn close(&mut self);
+
+    // How the sender waits. A link whose acknowledgements are handled on other threads
+    // (the defaults) just blocks; a link that handles them on the sender's own thread
+    // (QUIC with `--quic-threads 0`) overrides these to do that work while it waits.
+
+    /// Waits until fewer than `max` requests are in flight, or `timeout` passes.
+    fn wait_below(&mut self, in_flight: &InFlight, max: u32, timeout: Duration) {
+        in_flight.wait_below(max, timeout)
+    }
+    /// Waits until no request is in flight; false if `timeout` passed first.
+    fn wait_zero(&mut self, in_flight: &InFlight, timeout: Duration) -> bool {
+        in_flight.wait_zero(timeout)
+    }
+    /// A fixed-rate sender's wait for its next send time ([`Clock::pace_until`]).
+    fn pace_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        clock.pace_until(deadline_ns)
+    }
+    /// Any other wait for a deadline ([`Clock::sleep_until`]).
+    fn sleep_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        clock.sleep_until(deadline_ns)
+    }
 }
 
 /// The acknowledgement side's view of a link: frees in-flight slots and records latencies.
@@ -273,7 +294,7 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
     let result = sender.run();
     // Drain: wait for outstanding acknowledgements, then close so the readers see EOF.
     for link in &mut sender.links {
-        if !link.in_flight.wait_zero(DRAIN_TIMEOUT) {
+        if !link.io.wait_zero(&link.in_flight, DRAIN_TIMEOUT) {
             spec.stats.error(
                 "producer: acknowledgements still outstanding after the drain timeout".into(),
             );
@@ -537,22 +558,28 @@ impl Sender<'_> {
                     wake_ns = wake_ns.min(first.intended_ns + spec.linger_ns);
                 }
             }
-            let blocked_link = self.links.iter().find(|l| !l.ready.is_empty());
+            let blocked_link = self.links.iter_mut().find(|l| !l.ready.is_empty());
             match blocked_link {
-                Some(link) => link.in_flight.wait_below(
+                Some(link) => link.io.wait_below(
+                    &link.in_flight,
                     spec.max_in_flight,
                     Duration::from_nanos(wake_ns.saturating_sub(now)),
                 ),
                 None if spec.rate == 0.0 && !stopping => {
                     // Max rate: wait for any slot.
-                    let link = &self.links[0];
-                    link.in_flight
-                        .wait_below(spec.max_in_flight, Duration::from_nanos(IDLE_WAIT_NS));
+                    let link = &mut self.links[0];
+                    link.io.wait_below(
+                        &link.in_flight,
+                        spec.max_in_flight,
+                        Duration::from_nanos(IDLE_WAIT_NS),
+                    );
                 }
                 // Fixed rate: wake on time (spinning the last stretch), so the pacer's
                 // own lateness is not reported as latency.
-                None if spec.rate > 0.0 && !stopping => clock.pace_until(wake_ns),
-                None => clock.sleep_until(wake_ns),
+                None if spec.rate > 0.0 && !stopping => {
+                    self.links[0].io.pace_until(&clock, wake_ns)
+                }
+                None => self.links[0].io.sleep_until(&clock, wake_ns),
             }
         }
     }

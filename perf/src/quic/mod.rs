@@ -44,10 +44,17 @@ pub struct QuicArgs {
     /// Name the broker's certificate must be valid for (default: the address's host).
     #[arg(long)]
     pub server_name: Option<String>,
-    /// Worker threads of the tokio runtime that drives the QUIC connections (default: one
+    /// Worker threads of the shared tokio runtime that drives the consumers' QUIC
+    /// connections, and the producers' with `--quic-producer-runtime shared` (default: one
     /// per core).
     #[arg(long)]
     pub quic_threads: Option<usize>,
+    /// Where a producer's connection runs: `own` (a current-thread runtime on the
+    /// producer's own thread, driven while it waits: no thread hop per request) or
+    /// `shared` (the shared runtime's workers, which encrypt and send in parallel with
+    /// the producer building batches).
+    #[arg(long, value_enum, default_value_t = ProducerRuntime::Own)]
+    pub quic_producer_runtime: ProducerRuntime,
     /// Print each connection's QUIC path statistics (RTT, congestion window, losses,
     /// congestion events, MTU) when it closes: for tuning.
     #[arg(long)]
@@ -56,11 +63,21 @@ pub struct QuicArgs {
     pub run: RunArgs,
 }
 
-/// How to reach the broker over QUIC, and the runtime that drives every connection.
+/// `--quic-producer-runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProducerRuntime {
+    Own,
+    Shared,
+}
+
+/// How to reach the broker over QUIC, and the runtime that drives the connections.
 #[derive(Clone)]
 pub struct QuicTarget {
     pub config: ClientConfig,
+    /// The shared runtime: consumers, admin, and producers unless they run their own.
     pub runtime: tokio::runtime::Handle,
+    /// Each producer drives its connection on its own thread (`producer::QuicLink`).
+    pub own_producer_runtime: bool,
     /// Print path statistics when a connection closes (`--quic-stats`).
     pub print_stats: bool,
 }
@@ -110,6 +127,7 @@ pub fn run(args: QuicArgs) -> Result<()> {
     let transport = Transport::Quic(QuicTarget {
         config,
         runtime: runtime.handle().clone(),
+        own_producer_runtime: args.quic_producer_runtime == ProducerRuntime::Own,
         print_stats: args.quic_stats,
     });
     let result = run_with(&args.run, &transport);

@@ -2,18 +2,78 @@
 //! producer and a long-lived PRODUCE stream per partition. A request's batches go out as one
 //! frame each on their partitions' streams; one task per request waits for all of their
 //! acknowledgements, as a Kafka ProduceResponse answers all partitions at once.
+//!
+//! Where the connection runs (`--quic-producer-runtime`):
+//! - `own` (default): a current-thread tokio runtime on the producer's own thread. quinn's
+//!   connection and endpoint tasks, the stream tasks and the acknowledgement tasks all run
+//!   there, whenever the sender writes or waits: the sender's waits (for the next send time,
+//!   for an in-flight slot, for the drain) drive the runtime instead of blocking the thread.
+//!   A request crosses no thread on its way out, and its answer wakes one thread (the
+//!   sender, parked in `epoll_wait` on the UDP socket and a timerfd): the same as a Kafka
+//!   link, whose reader thread wakes on the TCP socket. This is how a latency-sensitive
+//!   service would run the client: on a thread of its own.
+//! - `shared`: the run's multi-threaded runtime. Packet assembly and encryption run on its
+//!   workers, in parallel with the sender building batches, at the price of a wake-up of a
+//!   worker per request and of whichever worker picks up the answer.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use futures::future::join_all;
 use quiver_client::{Acks, BatchProducer, Client};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::Notify;
 
 use super::QuicTarget;
 use crate::kafka::producer::{
-    Acknowledger, ProduceLink, ProducerSpec, RequestBatches, RequestMeta,
+    Acknowledger, InFlight, ProduceLink, ProducerSpec, RequestBatches, RequestMeta,
 };
+use crate::kafka::stats::{Clock, PACER_SPIN_NS};
+
+/// Which runtime drives a producer's connection.
+enum Driver {
+    /// The run's multi-threaded runtime.
+    Shared(tokio::runtime::Handle),
+    /// A current-thread runtime the producer's thread drives, and its precise timer.
+    Own {
+        runtime: tokio::runtime::Runtime,
+        timer: TimerFd,
+        /// Signalled by the acknowledgement tasks, so a waiting sender re-checks its slots.
+        acked: Arc<Notify>,
+    },
+}
+
+impl Driver {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Driver::Shared(handle) => handle.block_on(future),
+            Driver::Own { runtime, .. } => runtime.block_on(async {
+                let output = future.await;
+                // Let the tasks this woke (quinn's connection driver: the packet) run
+                // before the thread goes back to the sender.
+                tokio::task::yield_now().await;
+                output
+            }),
+        }
+    }
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Driver::Shared(handle) => drop(handle.spawn(future)),
+            Driver::Own { runtime, .. } => drop(runtime.spawn(future)),
+        }
+    }
+}
 
 pub struct QuicLink {
-    target: QuicTarget,
+    driver: Driver,
+    print_stats: bool,
     id: u32,
     client: Client,
     /// Index: partition.
@@ -30,8 +90,22 @@ impl QuicLink {
     ) -> Result<Self> {
         let acks = Acks::from_i8(spec.acks as i8)
             .ok_or_else(|| anyhow!("acks {} (0, 1 or -1)", spec.acks))?;
+        let driver = if target.own_producer_runtime {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the producer's tokio runtime")?;
+            let timer = runtime.block_on(async { TimerFd::new() })?;
+            Driver::Own {
+                runtime,
+                timer,
+                acked: Arc::new(Notify::new()),
+            }
+        } else {
+            Driver::Shared(target.runtime.clone())
+        };
         let topic = &spec.topic.name;
-        let (client, streams) = target.runtime.block_on(async {
+        let (client, streams) = driver.block_on(async {
             let client = target.connect().await?;
             let mut streams = Vec::with_capacity(spec.topic.leaders.len());
             for partition in 0..spec.topic.leaders.len() as i32 {
@@ -45,7 +119,8 @@ impl QuicLink {
             anyhow::Ok((client, streams))
         })?;
         Ok(QuicLink {
-            target: target.clone(),
+            driver,
+            print_stats: target.print_stats,
             id: spec.id,
             client,
             streams,
@@ -53,12 +128,39 @@ impl QuicLink {
             acks,
         })
     }
+
+    /// On the own runtime: drives it until `done` holds or `deadline_ns` passes (true if
+    /// `done` held). Acknowledgement tasks signal `acked` after each answer.
+    fn drive_until(&self, clock: &Clock, deadline_ns: u64, done: impl Fn() -> bool) -> bool {
+        let Driver::Own {
+            runtime,
+            timer,
+            acked,
+        } = &self.driver
+        else {
+            unreachable!("drive_until is only called with an own runtime")
+        };
+        runtime.block_on(async {
+            loop {
+                if done() {
+                    return true;
+                }
+                if clock.now_ns() >= deadline_ns {
+                    return false;
+                }
+                tokio::select! {
+                    _ = acked.notified() => {}
+                    _ = timer.sleep_until(clock, deadline_ns) => {}
+                }
+            }
+        })
+    }
 }
 
 impl ProduceLink for QuicLink {
     fn write(&mut self, batches: RequestBatches, meta: RequestMeta) -> Result<()> {
         let streams = &self.streams;
-        let pending = self.target.runtime.block_on(async {
+        let pending = self.driver.block_on(async {
             let mut pending = Vec::with_capacity(batches.len());
             for (partition, records) in batches {
                 let stream = streams
@@ -77,7 +179,11 @@ impl ProduceLink for QuicLink {
             return Ok(());
         }
         let acknowledger = self.acknowledger.clone();
-        self.target.runtime.spawn(async move {
+        let acked = match &self.driver {
+            Driver::Own { acked, .. } => Some(acked.clone()),
+            Driver::Shared(_) => None,
+        };
+        self.driver.spawn(async move {
             let answers = join_all(pending).await;
             let acked_ns = acknowledger.clock.now_ns();
             let mut transport_failed = false;
@@ -94,6 +200,9 @@ impl ProduceLink for QuicLink {
                 // Broker errors were reported; the request is answered either way.
                 acknowledger.acknowledged(&meta, acked_ns);
             }
+            if let Some(acked) = acked {
+                acked.notify_one();
+            }
         });
         Ok(())
     }
@@ -101,8 +210,134 @@ impl ProduceLink for QuicLink {
     fn close(&mut self) {
         self.streams.clear();
         let who = format!("producer {}", self.id);
-        self.target
-            .runtime
-            .block_on(self.target.close(&self.client, &who));
+        let (client, print_stats) = (&self.client, self.print_stats);
+        self.driver.block_on(async {
+            if print_stats {
+                if let Some(stats) = client.path_stats().await {
+                    eprintln!("quiver-perf: {who} QUIC path: {stats}");
+                }
+            }
+            client.close();
+        });
+    }
+
+    fn wait_below(&mut self, in_flight: &InFlight, max: u32, timeout: Duration) {
+        if let Driver::Shared(_) = self.driver {
+            return in_flight.wait_below(max, timeout);
+        }
+        let clock = self.acknowledger.clock;
+        let deadline = clock.now_ns() + timeout.as_nanos() as u64;
+        self.drive_until(&clock, deadline, || in_flight.current() < max);
+    }
+
+    fn wait_zero(&mut self, in_flight: &InFlight, timeout: Duration) -> bool {
+        if let Driver::Shared(_) = self.driver {
+            return in_flight.wait_zero(timeout);
+        }
+        let clock = self.acknowledger.clock;
+        let deadline = clock.now_ns() + timeout.as_nanos() as u64;
+        self.drive_until(&clock, deadline, || in_flight.current() == 0)
+    }
+
+    fn pace_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        let Driver::Own { runtime, timer, .. } = &self.driver else {
+            return clock.pace_until(deadline_ns);
+        };
+        // As `Clock::pace_until`: sleep (in epoll, serving the connection) until
+        // `PACER_SPIN_NS` before the send time, then spin, polling the sockets each turn.
+        runtime.block_on(async {
+            timer
+                .sleep_until(clock, deadline_ns.saturating_sub(PACER_SPIN_NS))
+                .await;
+            while clock.now_ns() < deadline_ns {
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
+    fn sleep_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        let Driver::Own { runtime, timer, .. } = &self.driver else {
+            return clock.sleep_until(deadline_ns);
+        };
+        runtime.block_on(timer.sleep_until(clock, deadline_ns))
+    }
+}
+
+/// A one-shot timerfd in the runtime's epoll set: tokio's own timers round up to whole
+/// milliseconds, too coarse for a sender that sends every millisecond.
+struct TimerFd {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl TimerFd {
+    /// Must run inside the runtime that will poll it.
+    fn new() -> Result<TimerFd> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is a new
+        // descriptor that we own from here on.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("timerfd_create");
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the AsyncFd owns `fd`, so it stays open and the same descriptor for the
+        // AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(std::io::Error::from)
+            .context("registering the timerfd")?;
+        Ok(TimerFd { fd })
+    }
+
+    /// Sleeps until `deadline_ns` (a `clock` reading). Arming the timer resets its
+    /// expiration count, so an earlier, abandoned sleep cannot end this one early.
+    async fn sleep_until(&self, clock: &Clock, deadline_ns: u64) {
+        let now = clock.now_ns();
+        if deadline_ns <= now {
+            return;
+        }
+        let wait = deadline_ns - now;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (wait / 1_000_000_000) as libc::time_t,
+                tv_nsec: (wait % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        let armed = unsafe {
+            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if armed != 0 {
+            // Cannot happen with a valid descriptor and value; fall back to tokio's timer.
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+            return;
+        }
+        loop {
+            let Ok(mut ready) = self.fd.readable().await else {
+                return;
+            };
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a local 8-byte buffer.
+            let read = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    expirations.as_mut_ptr().cast(),
+                    expirations.len(),
+                )
+            };
+            if read == expirations.len() as isize {
+                return;
+            }
+            // Not yet (a stale readiness): wait for the edge.
+            ready.clear_ready();
+        }
     }
 }

@@ -1058,3 +1058,48 @@ async fn multi_packet_produce_copies_no_record_bytes_in_frame_assembly() {
     assert_eq!(logged_count(&log, stopped, "produce_bytes_copied"), 0);
     eprintln!("{frames} produce frames arrived as {chunks} record chunks, 0 bytes copied");
 }
+
+/// Shard-aware client (docs/protocol.md, "Shard-aware clients"): each partition's PRODUCE
+/// stream, batched or not, goes on a connection the partition's owning core serves, so
+/// no produce hops between the broker's cores. Without steering about half of these
+/// frames would arrive on the wrong core (the 4 partitions are spread over both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_streams_reach_the_owning_shard_without_a_hop() {
+    use quiver_client::records::{encode_batch, ProducerIdentity};
+    let mut broker = Broker::start("steered");
+    let client = broker.client().await;
+    client.create_topic("spread", 4, &[]).await.unwrap();
+    for partition in 0..4 {
+        let stream = client
+            .batch_producer("spread", partition, Acks::Leader)
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let record = ProducerRecord::new("spread", format!("{partition}-{i}"));
+            let batch = encode_batch(&[record], ProducerIdentity::NONE).unwrap();
+            stream.send(batch).await.unwrap().await.unwrap();
+        }
+    }
+    let producer = client
+        .producer(ProducerConfig {
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        })
+        .await
+        .unwrap();
+    for partition in 0..4 {
+        let record = ProducerRecord::new("spread", "unbatched").partition(partition);
+        let stored = producer.send_and_wait(record).await.unwrap();
+        assert_eq!((stored.partition, stored.offset), (partition, 5));
+    }
+    let connections = client.connection_count().await;
+    drop(producer);
+    drop(client);
+    let log = broker.stop();
+    let stopped = "quic listener stopped";
+    assert_eq!(logged_count(&log, stopped, "produce_frames"), 4 * 5 + 4);
+    assert_eq!(logged_count(&log, stopped, "produce_frames_hopped"), 0);
+    // The first connection (on whichever core the kernel picked) and one steered to the
+    // other core.
+    assert_eq!(connections, 2);
+}

@@ -128,7 +128,7 @@ impl Client {
         acks: Acks,
     ) -> Result<BatchProducer> {
         Ok(BatchProducer {
-            channel: self.conn.channel().await?,
+            channel: self.channel_for(topic, partition).await?,
             topic: topic.to_string(),
             partition,
             acks,

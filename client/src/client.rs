@@ -1,14 +1,15 @@
 //! [`Client`]: one connection to a broker; admin, offsets, fetch, and the factories for
 //! producers, subscriptions and consumers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_protocol::{
-    CommitOffsetsRequest, CommittedOffset, CreateTopicRequest, FetchOffsetsRequest, FetchPartition,
-    FetchRequest, FetchResponse, FrameType, GroupDescription, GroupListing, ListOffsetsRequest,
-    OffsetCommit, OffsetQuery, Request, Response, TopicDescription, TopicInfo, TopicPartition,
-    EARLIEST, LATEST,
+    CommitOffsetsRequest, CommittedOffset, CreateTopicRequest, ErrorCode, FetchOffsetsRequest,
+    FetchPartition, FetchRequest, FetchResponse, FrameType, GroupDescription, GroupListing,
+    ListOffsetsRequest, OffsetCommit, OffsetQuery, Request, Response, TopicDescription, TopicInfo,
+    TopicPartition, EARLIEST, LATEST,
 };
 use tokio::sync::Mutex;
 
@@ -27,10 +28,38 @@ pub enum StartOffset {
 }
 
 /// A connection to one broker. Cheap to clone; clones share the connection.
+///
+/// Shard-aware: a partition's PRODUCE stream and subscription go on a connection served
+/// by the core of the broker that owns the partition (learned with ROUTE, cached per
+/// topic), so the broker answers without handing the request between its cores. That is
+/// at most one extra connection per core of the broker; admin, offsets and fetches use
+/// the first connection.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) conn: Arc<Connection>,
     control: Arc<Mutex<Option<Channel>>>,
+    routes: Arc<std::sync::Mutex<Routes>>,
+}
+
+/// What the broker said about which shard owns which partition.
+#[derive(Default)]
+struct Routes {
+    /// The broker answered ROUTE with an error for the request as a whole (a broker
+    /// from before ROUTE): everything uses the first connection.
+    unsupported: bool,
+    shard_count: u16,
+    /// The shard serving the first connection.
+    connection_shard: u16,
+    /// Index: partition; value: owning shard.
+    topics: HashMap<String, Arc<[u16]>>,
+}
+
+/// Where a partition's streams should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartitionRoute {
+    shard: u16,
+    shard_count: u16,
+    connection_shard: u16,
 }
 
 fn unexpected(to: FrameType, got: &Response) -> Error {
@@ -46,6 +75,7 @@ impl Client {
         Ok(Client {
             conn: Connection::connect(config).await?,
             control: Arc::new(Mutex::new(None)),
+            routes: Arc::new(std::sync::Mutex::new(Routes::default())),
         })
     }
 
@@ -76,6 +106,77 @@ impl Client {
 
     pub(crate) async fn request(&self, request: &Request) -> Result<Response> {
         self.control().await?.request(request).await
+    }
+
+    fn cached_route(&self, topic: &str, partition: i32) -> Option<Option<PartitionRoute>> {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.unsupported {
+            return Some(None);
+        }
+        let shards = routes.topics.get(topic)?;
+        let shard = *shards.get(usize::try_from(partition).ok()?)?;
+        Some(Some(PartitionRoute {
+            shard,
+            shard_count: routes.shard_count,
+            connection_shard: routes.connection_shard,
+        }))
+    }
+
+    /// The shard that owns `partition` of `topic`; `None` when unknown (no such topic
+    /// yet, or an old broker), which sends its streams on the first connection.
+    async fn route(&self, topic: &str, partition: i32) -> Option<PartitionRoute> {
+        if let Some(known) = self.cached_route(topic, partition) {
+            return known;
+        }
+        let answer = self
+            .request(&Request::Route {
+                topics: vec![topic.to_string()],
+            })
+            .await;
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok(Response::Route(r)) => {
+                routes.shard_count = r.shard_count;
+                routes.connection_shard = r.connection_shard;
+                for t in r.topics {
+                    if t.error.is_none() {
+                        routes.topics.insert(t.topic, t.shards.into());
+                    }
+                }
+            }
+            Err(Error::Broker { code, .. }) if code == ErrorCode::INVALID_REQUEST => {
+                routes.unsupported = true
+            }
+            Ok(_) | Err(_) => {}
+        }
+        drop(routes);
+        self.cached_route(topic, partition).flatten()
+    }
+
+    /// A new stream for `partition` of `topic`, on the connection its owning shard serves.
+    pub(crate) async fn open_stream_for(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+        match self.route(topic, partition).await {
+            Some(r) if r.shard_count > 1 && r.shard != r.connection_shard => {
+                self.conn.open_stream_on(r.shard, r.shard_count).await
+            }
+            _ => self.conn.open_stream().await,
+        }
+    }
+
+    /// A new request channel for `partition` of `topic` (see [`Client::open_stream_for`]).
+    pub(crate) async fn channel_for(&self, topic: &str, partition: i32) -> Result<Channel> {
+        let (send, recv) = self.open_stream_for(topic, partition).await?;
+        Ok(self.conn.channel_over(send, recv))
+    }
+
+    /// How many QUIC connections the client has open to the broker (the first plus the
+    /// ones steered to the shards that own its partitions).
+    pub async fn connection_count(&self) -> usize {
+        self.conn.all_quic().await.len()
     }
 
     /// Creates a topic; `partitions` -1 for the broker default. Configs are Kafka topic
@@ -297,11 +398,16 @@ impl Client {
     /// quinn's path statistics (RTT, congestion window, losses, MTU), for diagnostics.
     #[doc(hidden)]
     pub async fn path_stats(&self) -> Option<String> {
-        self.conn
-            .quic()
-            .await
-            .ok()
-            .map(|c| format!("{:?}", c.stats().path))
+        let all = self.conn.all_quic().await;
+        if all.is_empty() {
+            return None;
+        }
+        Some(
+            all.iter()
+                .map(|c| format!("{:?}", c.stats().path))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 
     /// Partition count of a topic.

@@ -7,6 +7,7 @@
 //! slow request or partition never holds up another (QUIC has no head-of-line blocking
 //! between streams).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +17,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream, VarInt};
 use quiver_protocol::limits::*;
+use quiver_protocol::route::route_byte;
 use quiver_protocol::transport::{mtu_is_known, read_body, transport_config};
 use quiver_protocol::{FrameHeader, Request, Response, HEADER_BYTES};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::{Error, Result};
 use crate::tls;
+
+/// Connection ID length of steered connections (quinn's default length).
+const STEERED_CID_BYTES: usize = 8;
 
 /// Where `quiver serve` listens for QUIC by default.
 pub const DEFAULT_LOCAL_ADDRESS: &str = "127.0.0.1:9093";
@@ -99,15 +104,24 @@ impl ClientConfig {
     }
 }
 
-/// A QUIC connection to one broker, re-established on demand.
+/// A QUIC connection to one broker, re-established on demand, and the connections the
+/// client steered to particular shards of it (docs/protocol.md, "Shard-aware clients"),
+/// all on one endpoint (one UDP socket).
 pub(crate) struct Connection {
     config: ClientConfig,
     endpoint: quinn::Endpoint,
+    /// The endpoint's default, kept to derive the steered connections' configs.
+    client_config: quinn::ClientConfig,
     remote: SocketAddr,
     server_name: String,
     current: Mutex<Option<quinn::Connection>>,
+    /// Index: shard. At most one per shard of the broker (`MAX_STEERED_CONNECTIONS`).
+    on_shard: Mutex<HashMap<u16, quinn::Connection>>,
     next_request_id: AtomicU64,
 }
+
+/// Most connections a client steers to shards of one broker, beside its first one.
+pub const MAX_STEERED_CONNECTIONS: usize = 16;
 
 impl Connection {
     pub(crate) async fn connect(config: ClientConfig) -> Result<Arc<Connection>> {
@@ -162,13 +176,15 @@ impl Connection {
                     addr: config.address.clone(),
                     reason: e.to_string(),
                 })?;
-        endpoint.set_default_client_config(client_config);
+        endpoint.set_default_client_config(client_config.clone());
         let conn = Arc::new(Connection {
             config,
             endpoint,
+            client_config,
             remote,
             server_name,
             current: Mutex::new(None),
+            on_shard: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
         });
         conn.quic().await?;
@@ -205,6 +221,71 @@ impl Connection {
         Ok(c)
     }
 
+    /// A connection served by `shard` of the broker's `shard_count` shards: the first
+    /// Initial's destination connection ID carries the routing byte the broker steers by,
+    /// and the shard that accepts it issues connection IDs that keep it there.
+    pub(crate) async fn quic_on(&self, shard: u16, shard_count: u16) -> Result<quinn::Connection> {
+        let mut on_shard = self.on_shard.lock().await;
+        if let Some(c) = on_shard.get(&shard) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        if !on_shard.contains_key(&shard) && on_shard.len() >= MAX_STEERED_CONNECTIONS {
+            return self.quic().await;
+        }
+        let mut config = self.client_config.clone();
+        config.initial_dst_cid_provider(Arc::new(move || {
+            let mut cid: [u8; STEERED_CID_BYTES] = rand::random();
+            cid[0] = route_byte(cid[0], shard, shard_count);
+            quinn::ConnectionId::new(&cid)
+        }));
+        let connecting = self
+            .endpoint
+            .connect_with(config, self.remote, &self.server_name)
+            .map_err(|e| Error::Connect {
+                addr: self.config.address.clone(),
+                reason: e.to_string(),
+            })?;
+        let c = tokio::time::timeout(self.config.request_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout(self.config.request_timeout))?
+            .map_err(|e| Error::Connect {
+                addr: self.config.address.clone(),
+                reason: e.to_string(),
+            })?;
+        on_shard.insert(shard, c.clone());
+        Ok(c)
+    }
+
+    /// Every live connection: the first, then the steered ones by shard.
+    pub(crate) async fn all_quic(&self) -> Vec<quinn::Connection> {
+        let mut all: Vec<quinn::Connection> = self.current.lock().await.iter().cloned().collect();
+        let on_shard = self.on_shard.lock().await;
+        let mut shards: Vec<_> = on_shard.keys().copied().collect();
+        shards.sort_unstable();
+        all.extend(shards.iter().filter_map(|s| on_shard.get(s).cloned()));
+        all.retain(|c| c.close_reason().is_none());
+        all
+    }
+
+    /// A stream on the connection served by `shard` (see [`Connection::quic_on`]), or on
+    /// the first connection if a steered one cannot be opened: steering only saves the
+    /// broker a hop between its cores, so it is never worth failing a request for.
+    pub(crate) async fn open_stream_on(
+        &self,
+        shard: u16,
+        shard_count: u16,
+    ) -> Result<(SendStream, RecvStream)> {
+        match self.quic_on(shard, shard_count).await {
+            Ok(c) => Ok(c.open_bi().await?),
+            Err(e) => {
+                tracing::debug!(shard, error = %e, "no connection to the owning shard; using the first");
+                self.open_stream().await
+            }
+        }
+    }
+
     pub(crate) fn next_request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -218,6 +299,11 @@ impl Connection {
     pub(crate) async fn channel(self: &Arc<Self>) -> Result<Channel> {
         let (send, recv) = self.open_stream().await?;
         Ok(Channel::start(Arc::clone(self), send, recv))
+    }
+
+    /// A request channel over a stream opened elsewhere.
+    pub(crate) fn channel_over(self: &Arc<Self>, send: SendStream, recv: RecvStream) -> Channel {
+        Channel::start(Arc::clone(self), send, recv)
     }
 
     /// One request on a stream of its own (fetches: a long poll must not hold up others).

@@ -116,7 +116,7 @@ impl Client {
             StartOffset::Latest => quiver_protocol::LATEST,
             StartOffset::Offset(o) => o,
         };
-        let (mut send, recv) = self.conn.open_stream().await?;
+        let (mut send, recv) = self.open_stream_for(topic, partition).await?;
         let request_id = self.conn.next_request_id();
         let mut frame = Request::Subscribe(SubscribeRequest {
             topic: topic.to_string(),

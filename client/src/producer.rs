@@ -341,7 +341,7 @@ async fn send_batch(
             let ch = match channel.as_ref().filter(|c| !c.is_closed()) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = client.conn.channel().await?;
+                    let c = client.channel_for(topic, partition).await?;
                     *channel = Some(c.clone());
                     c
                 }

@@ -229,6 +229,11 @@ impl<A: ShardAccess> Service<A> {
         shard_for(topic, partition, self.access.shard_count())
     }
 
+    /// Shards (cores) the broker runs.
+    pub fn shard_count(&self) -> usize {
+        self.access.shard_count()
+    }
+
     /// Appends RecordBatch v2 bytes, as chunks split anywhere, to a partition and returns
     /// once offsets are assigned; the ticket resolves when the append is committed (await
     /// it from any thread, or drop it for acks=0). Appends issued one after another on the

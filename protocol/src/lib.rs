@@ -15,6 +15,7 @@ pub mod codes;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod route;
 #[cfg(feature = "quinn")]
 pub mod transport;
 mod wire;

@@ -278,6 +278,26 @@ pub struct ErrorResponse {
     pub message: String,
 }
 
+/// Which shard (core) of the broker owns each partition of a topic: the answer to
+/// [`Request::Route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub topic: String,
+    /// UNKNOWN_TOPIC_OR_PARTITION when there is no such topic (then `shards` is empty).
+    pub error: ErrorCode,
+    /// Index: partition; value: the shard that owns it.
+    pub shards: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteResponse {
+    /// Shards the broker runs, each with its own QUIC endpoint on the listen address.
+    pub shard_count: u16,
+    /// The shard serving the connection this answer came on.
+    pub connection_shard: u16,
+    pub topics: Vec<TopicRoute>,
+}
+
 /// Every request a client may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -287,13 +307,24 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     InitProducerId(InitProducerIdRequest),
     CreateTopic(CreateTopicRequest),
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     ListTopics,
-    DescribeTopic { name: String },
+    DescribeTopic {
+        name: String,
+    },
+    /// The owning shard of every partition of `topics` (docs/protocol.md, "Shard-aware
+    /// clients").
+    Route {
+        topics: Vec<String>,
+    },
     CommitOffsets(CommitOffsetsRequest),
     FetchOffsets(FetchOffsetsRequest),
     ListGroups,
-    DescribeGroup { group: String },
+    DescribeGroup {
+        group: String,
+    },
 }
 
 /// Every frame a broker may send.
@@ -309,6 +340,7 @@ pub enum Response {
     DeleteTopic,
     ListTopics(Vec<TopicInfo>),
     DescribeTopic(TopicDescription),
+    Route(RouteResponse),
     CommitOffsets(Vec<PartitionResult>),
     FetchOffsets(Vec<CommittedOffset>),
     ListGroups(Vec<GroupListing>),
@@ -328,6 +360,9 @@ const MIN_OFFSET_COMMIT: usize = 2 + 4 + 8 + 2;
 const MIN_PARTITION_RESULT: usize = 2 + 4 + 2;
 const MIN_TOPIC_PARTITION: usize = 2 + 4;
 const MIN_COMMITTED_OFFSET: usize = 2 + 4 + 8 + 2 + 2;
+const MIN_TOPIC_NAME: usize = 2;
+const MIN_TOPIC_ROUTE: usize = 2 + 2 + 4;
+const SHARD_BYTES: usize = 2;
 const MIN_GROUP_LISTING: usize = 2 + 2 + 2;
 const MIN_GROUP_MEMBER: usize = 2 + 2 + 2;
 
@@ -411,6 +446,7 @@ impl Request {
             Request::DeleteTopic { .. } => FrameType::DeleteTopic,
             Request::ListTopics => FrameType::ListTopics,
             Request::DescribeTopic { .. } => FrameType::DescribeTopic,
+            Request::Route { .. } => FrameType::Route,
             Request::CommitOffsets(_) => FrameType::CommitOffsets,
             Request::FetchOffsets(_) => FrameType::FetchOffsets,
             Request::ListGroups => FrameType::ListGroups,
@@ -465,6 +501,12 @@ impl Request {
             }
             Request::DeleteTopic { name } | Request::DescribeTopic { name } => w.string(name),
             Request::DescribeGroup { group } => w.string(group),
+            Request::Route { topics } => {
+                w.u32(topics.len() as u32);
+                for t in topics {
+                    w.string(t);
+                }
+            }
             Request::ListTopics | Request::ListGroups => {}
             Request::CommitOffsets(c) => {
                 w.string(&c.group);
@@ -624,6 +666,14 @@ impl Request {
             FrameType::DescribeTopic => Request::DescribeTopic {
                 name: r.string("topic")?,
             },
+            FrameType::Route => {
+                let n = r.count("topics", MAX_PARTITIONS_PER_REQUEST, MIN_TOPIC_NAME)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    topics.push(r.string("topic")?);
+                }
+                Request::Route { topics }
+            }
             FrameType::CommitOffsets => {
                 let group = r.string("group")?;
                 let n = r.count("offsets", MAX_PARTITIONS_PER_REQUEST, MIN_OFFSET_COMMIT)?;
@@ -677,6 +727,7 @@ impl Response {
             Response::DeleteTopic => FrameType::DeleteTopicResponse,
             Response::ListTopics(_) => FrameType::ListTopicsResponse,
             Response::DescribeTopic(_) => FrameType::DescribeTopicResponse,
+            Response::Route(_) => FrameType::RouteResponse,
             Response::CommitOffsets(_) => FrameType::CommitOffsetsResponse,
             Response::FetchOffsets(_) => FrameType::FetchOffsetsResponse,
             Response::ListGroups(_) => FrameType::ListGroupsResponse,
@@ -739,6 +790,19 @@ impl Response {
                     w.i32(p.partition);
                     w.i64(p.log_start_offset);
                     w.i64(p.high_watermark);
+                }
+            }
+            Response::Route(r) => {
+                w.u16(r.shard_count);
+                w.u16(r.connection_shard);
+                w.u32(r.topics.len() as u32);
+                for t in &r.topics {
+                    w.string(&t.topic);
+                    w.i16(t.error.0);
+                    w.u32(t.shards.len() as u32);
+                    for shard in &t.shards {
+                        w.u16(*shard);
+                    }
                 }
             }
             Response::CommitOffsets(rs) => {
@@ -862,6 +926,32 @@ impl Response {
                     info,
                     configs,
                     partitions,
+                })
+            }
+            FrameType::RouteResponse => {
+                let shard_count = r.u16("shard count")?;
+                let connection_shard = r.u16("connection shard")?;
+                let n = r.count("topics", MAX_PARTITIONS_PER_REQUEST, MIN_TOPIC_ROUTE)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let topic = r.string("topic")?;
+                    let error = ErrorCode(r.i16("error")?);
+                    let partitions =
+                        r.count("partitions", MAX_PARTITIONS_PER_REQUEST, SHARD_BYTES)?;
+                    let mut shards = Vec::with_capacity(partitions);
+                    for _ in 0..partitions {
+                        shards.push(r.u16("shard")?);
+                    }
+                    topics.push(TopicRoute {
+                        topic,
+                        error,
+                        shards,
+                    });
+                }
+                Response::Route(RouteResponse {
+                    shard_count,
+                    connection_shard,
+                    topics,
                 })
             }
             FrameType::CommitOffsetsResponse => {
@@ -1127,6 +1217,10 @@ mod tests {
         round_trip_request(Request::DeleteTopic { name: "t".into() });
         round_trip_request(Request::ListTopics);
         round_trip_request(Request::DescribeTopic { name: "t".into() });
+        round_trip_request(Request::Route {
+            topics: vec!["a".into(), "b".into()],
+        });
+        round_trip_request(Request::Route { topics: vec![] });
         round_trip_request(Request::ListGroups);
         round_trip_request(Request::DescribeGroup { group: "g".into() });
         round_trip_request(Request::CommitOffsets(CommitOffsetsRequest {
@@ -1185,6 +1279,22 @@ mod tests {
         round_trip_response(Response::CreateTopic(info.clone()));
         round_trip_response(Response::DeleteTopic);
         round_trip_response(Response::ListTopics(vec![info.clone()]));
+        round_trip_response(Response::Route(RouteResponse {
+            shard_count: 2,
+            connection_shard: 1,
+            topics: vec![
+                TopicRoute {
+                    topic: "a".into(),
+                    error: ErrorCode::NONE,
+                    shards: vec![1, 0, 1],
+                },
+                TopicRoute {
+                    topic: "gone".into(),
+                    error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    shards: vec![],
+                },
+            ],
+        }));
         round_trip_response(Response::DescribeTopic(TopicDescription {
             info,
             configs: vec![("a".into(), "b".into())],

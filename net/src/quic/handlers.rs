@@ -14,8 +14,8 @@ use quiver_protocol::limits::{
 use quiver_protocol::{
     CommittedOffset, ErrorCode, FetchResponse, GroupDescription, GroupListing, GroupMember,
     InitProducerIdResponse, ListOffsetsResponse, PartitionOffset, PartitionRecords,
-    PartitionResult, PartitionState, Request, Response, SubscribeRequest, TopicDescription,
-    TopicInfo, EARLIEST, LATEST,
+    PartitionResult, PartitionState, Request, Response, RouteResponse, SubscribeRequest,
+    TopicDescription, TopicInfo, TopicRoute, EARLIEST, LATEST,
 };
 
 use super::server::{records_frame, subscription_read, STREAM_ERROR_PROTOCOL};
@@ -161,6 +161,36 @@ pub(super) async fn handle(service: &Service<ShardContext>, request: Request) ->
                                 high_watermark,
                             },
                         )
+                        .collect(),
+                })
+            }
+            Request::Route { topics } => {
+                let known: std::collections::HashMap<String, i32> = service
+                    .list_topics()
+                    .await?
+                    .iter()
+                    .map(|m| (m.name.clone(), m.partitions))
+                    .collect();
+                let shard_count = service.shard_count().min(u16::MAX as usize) as u16;
+                Response::Route(RouteResponse {
+                    shard_count,
+                    connection_shard: crate::kafka::broker::shard().ctx.id().0 as u16,
+                    topics: topics
+                        .into_iter()
+                        .map(|topic| match known.get(&topic) {
+                            Some(&partitions) => TopicRoute {
+                                shards: (0..partitions)
+                                    .map(|p| service.owner_of(&topic, p).0 as u16)
+                                    .collect(),
+                                topic,
+                                error: ErrorCode::NONE,
+                            },
+                            None => TopicRoute {
+                                topic,
+                                error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                                shards: Vec::new(),
+                            },
+                        })
                         .collect(),
                 })
             }

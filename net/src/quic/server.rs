@@ -215,6 +215,7 @@ impl QuicShard {
                 produce_record_chunks = totals.produce_record_chunks,
                 produce_bytes_copied = totals.produce_bytes_copied,
                 other_bytes_copied = totals.other_bytes_copied,
+                produce_frames_hopped = totals.produce_frames_hopped,
                 "quic listener stopped"
             );
         }
@@ -360,12 +361,16 @@ pub struct AssemblyTotals {
     pub produce_bytes_copied: u64,
     /// Bytes of other request bodies copied to join them (small bodies spanning packets).
     pub other_bytes_copied: u64,
+    /// PRODUCE frames that arrived on a shard other than the partition's owner and
+    /// hopped there: 0 when clients steer their connections (shard-aware clients).
+    pub produce_frames_hopped: u64,
 }
 
 static PRODUCE_FRAMES: AtomicU64 = AtomicU64::new(0);
 static PRODUCE_RECORD_CHUNKS: AtomicU64 = AtomicU64::new(0);
 static PRODUCE_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
 static OTHER_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
+static PRODUCE_FRAMES_HOPPED: AtomicU64 = AtomicU64::new(0);
 
 pub fn assembly_totals() -> AssemblyTotals {
     AssemblyTotals {
@@ -373,6 +378,7 @@ pub fn assembly_totals() -> AssemblyTotals {
         produce_record_chunks: PRODUCE_RECORD_CHUNKS.load(Ordering::Relaxed),
         produce_bytes_copied: PRODUCE_BYTES_COPIED.load(Ordering::Relaxed),
         other_bytes_copied: OTHER_BYTES_COPIED.load(Ordering::Relaxed),
+        produce_frames_hopped: PRODUCE_FRAMES_HOPPED.load(Ordering::Relaxed),
     }
 }
 
@@ -563,6 +569,9 @@ async fn dispatch(service: &Service<ShardContext>, request_id: u64, request: Req
     match request {
         Request::Produce(p) => {
             let acks = p.acks;
+            if service.owner_of(&p.topic, p.partition) != crate::kafka::broker::shard().ctx.id() {
+                PRODUCE_FRAMES_HOPPED.fetch_add(1, Ordering::Relaxed);
+            }
             let started = service
                 .append_start(p.topic, p.partition, p.records, acks)
                 .await;

@@ -50,16 +50,7 @@ impl ShardCids {
     }
 
     fn route(&self, random: u8) -> u8 {
-        if self.shards <= 1 {
-            return random;
-        }
-        let n = self.shards as u16;
-        let base = random as u16 - random as u16 % n;
-        let mut b = base + self.shard as u16;
-        if b > 255 {
-            b -= n;
-        }
-        b as u8
+        quiver_protocol::route::route_byte(random, self.shard as u16, self.shards as u16)
     }
 }
 

@@ -312,9 +312,8 @@ impl TimerFd {
             },
         };
         // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
-        let armed = unsafe {
-            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-        };
+        let armed =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         if armed != 0 {
             // Cannot happen with a valid descriptor and value; fall back to tokio's timer.
             tokio::time::sleep(Duration::from_nanos(wait)).await;

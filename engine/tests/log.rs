@@ -867,6 +867,10 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
                 assert_eq!(outcome.base_offset, Offset((b * 3) as i64));
             }
             assert_eq!(log.stats().early_writes, n as u64);
+            // Each of those buffers was in the page cache whole when the flusher took it,
+            // and the commit's fdatasync writes it back: no direct write of its own.
+            log.flushed().await;
+            assert_eq!(log.stats().direct_writes_skipped, n as u64);
             // Behind a write in flight: no early answer at once, but one as soon as that
             // write is done, without waiting for a direct write of its own.
             log.flushed().await;
@@ -893,6 +897,40 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
             .unwrap();
         assert_eq!(check_whole_log(&log).await, log.log_end_offset().0);
         assert_eq!(log.log_end_offset(), Offset((n * 3 + 6 + 1 + 1) as i64));
+    });
+}
+
+/// With interval durability a committed append must have been handed to the device, which
+/// the page cache is not: acks=1 is still answered from it, but the direct write stays.
+#[test]
+fn interval_durability_keeps_the_direct_write_of_page_cache_blocks() {
+    use futures::FutureExt;
+    use quiver_engine::log::Durability;
+    run("early-write-interval", |dir| async move {
+        let config = LogConfig {
+            durability: Durability::Interval {
+                interval: std::time::Duration::from_secs(60),
+                bytes: u64::MAX,
+            },
+            ..LogConfig::default()
+        };
+        let n = 20;
+        {
+            let log = PartitionLog::open(&dir, config.clone()).await.unwrap();
+            for b in 0..n {
+                log.flushed().await;
+                let t = append_acks1(&log, batch_of(b * 3, 3)).await;
+                t.written()
+                    .now_or_never()
+                    .expect("answered at once")
+                    .unwrap();
+            }
+            log.flushed().await;
+            assert_eq!(log.stats().early_writes, n as u64);
+            assert_eq!(log.stats().direct_writes_skipped, 0);
+        }
+        let log = PartitionLog::open(&dir, config).await.unwrap();
+        assert_eq!(check_whole_log(&log).await, (n * 3) as i64);
     });
 }
 

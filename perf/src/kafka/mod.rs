@@ -51,8 +51,24 @@ pub struct KafkaArgs {
     /// A broker to bootstrap from: Quiver, Apache Kafka or Redpanda.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
+    /// Who reads a producer's Produce responses: `sender` (the producer's own thread,
+    /// while it waits for its next send: no thread hand-off per answer; only when the
+    /// producer has one connection), `thread` (a reader thread per connection, which
+    /// reads and decodes while the sender builds batches), or `auto`: `sender` for
+    /// fixed-rate producers (latency workloads: the sender is idle between sends),
+    /// `thread` for max-rate ones (the sender is always busy).
+    #[arg(long, value_enum, default_value_t = AckReader::Auto)]
+    pub ack_reader: AckReader,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// `--ack-reader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckReader {
+    Auto,
+    Sender,
+    Thread,
 }
 
 /// What every transport's run takes: the workload, where results go, and per-run overrides.
@@ -159,7 +175,11 @@ impl RunArgs {
 #[derive(Clone)]
 pub enum Transport {
     /// The Kafka protocol over TCP, bootstrapping from this address.
-    Kafka { bootstrap: String },
+    Kafka {
+        bootstrap: String,
+        /// Which producers with one connection read their answers on their own thread.
+        ack_reader: AckReader,
+    },
     /// `quiver/1` over QUIC.
     Quic(crate::quic::QuicTarget),
 }
@@ -175,7 +195,7 @@ impl Transport {
     /// The address the run was pointed at (bootstrap broker or QUIC listener).
     pub fn address(&self) -> &str {
         match self {
-            Transport::Kafka { bootstrap } => bootstrap,
+            Transport::Kafka { bootstrap, .. } => bootstrap,
             Transport::Quic(target) => &target.config.address,
         }
     }
@@ -184,6 +204,7 @@ impl Transport {
 pub fn run(args: KafkaArgs) -> Result<()> {
     let transport = Transport::Kafka {
         bootstrap: args.bootstrap.clone(),
+        ack_reader: args.ack_reader,
     };
     run_with(&args.run, &transport)
 }
@@ -262,7 +283,7 @@ pub fn execute(
     let address = transport.address();
     let topics = workload.topic_names();
     let layouts = match transport {
-        Transport::Kafka { bootstrap } => {
+        Transport::Kafka { bootstrap, .. } => {
             let mut connection = wire::Connection::open(bootstrap)
                 .with_context(|| format!("connecting to the broker at {bootstrap}"))?;
             create_topics(&mut connection, &topics, workload.partitions_per_topic)?

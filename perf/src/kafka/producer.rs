@@ -40,9 +40,9 @@ use kafka_protocol::records::Compression;
 
 use super::cluster::{topic_name, TopicLayout};
 use super::records::{BatchEncoder, FastRng, PendingMessage};
-use super::stats::{record, tighten_timer_slack, Clock, WorkerStats};
+use super::stats::{record, tighten_timer_slack, Clock, WorkerStats, PACER_SPIN_NS};
 use super::wire::{decode_response, encode_request, Connection, FrameReader};
-use super::Transport;
+use super::{AckReader, Transport};
 use crate::workload::MessageSize;
 
 /// Most bytes of batches put in one Produce request (Kafka's max.request.size is 1 MiB; we
@@ -253,14 +253,24 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
     let mut links: Vec<Link> = Vec::new();
     let mut partition_link = Vec::with_capacity(partitions);
     match &spec.transport {
-        Transport::Kafka { .. } => {
+        Transport::Kafka { ack_reader, .. } => {
+            // Answers can be read on the sender's thread only when it has one connection
+            // to watch while it waits.
+            let first = spec.topic.leaders.first();
+            let one_leader = spec.topic.leaders.iter().all(|l| Some(l) == first);
+            let on_sender = match ack_reader {
+                AckReader::Sender => true,
+                AckReader::Thread => false,
+                AckReader::Auto => spec.rate > 0.0,
+            };
+            let inline = on_sender && one_leader;
             let mut link_of_leader: HashMap<String, usize> = HashMap::new();
             for leader in &spec.topic.leaders {
                 let index = match link_of_leader.get(leader) {
                     Some(index) => *index,
                     None => {
                         links.push(Link::new(&spec, |ack| {
-                            KafkaLink::open(leader, &spec, ack)
+                            KafkaLink::open(leader, &spec, ack, inline)
                                 .map(|l| Box::new(l) as Box<dyn ProduceLink>)
                         })?);
                         link_of_leader.insert(leader.clone(), links.len() - 1);
@@ -305,7 +315,9 @@ pub fn run(spec: ProducerSpec) -> Result<()> {
 }
 
 /// A Kafka link: one TCP connection to a partition leader, written by the sender thread, its
-/// responses read by a thread of its own.
+/// responses read by a thread of its own, or (`inline`) by the sender while it waits, as
+/// the QUIC link does: then an answer wakes one thread, the sender, parked in `ppoll` on
+/// the socket, instead of a reader thread that hands it over through a condition variable.
 struct KafkaLink {
     writer: TcpStream,
     version: i16,
@@ -313,16 +325,128 @@ struct KafkaLink {
     acks: i16,
     meta: Option<mpsc::Sender<(i32, RequestMeta)>>,
     reader: Option<JoinHandle<()>>,
+    inline: Option<InlineAcks>,
     next_correlation_id: i32,
     /// Reused for every request frame.
     frame: BytesMut,
 }
 
+/// The answers of an `inline` link: read and accounted on the sender's thread.
+struct InlineAcks {
+    reader: FrameReader,
+    expected: VecDeque<(i32, RequestMeta)>,
+    version: i16,
+    acknowledger: Acknowledger,
+    /// The connection failed; every slot was released.
+    failed: bool,
+}
+
+impl InlineAcks {
+    /// Accounts every answer that has arrived, without blocking.
+    fn drain(&mut self) {
+        while !self.failed {
+            match self.reader.try_read_frame() {
+                Ok(Some(frame)) => {
+                    let acked_ns = self.acknowledger.clock.now_ns();
+                    let Some((expected_id, meta)) = self.expected.pop_front() else {
+                        self.fail("producer: response without a request".into());
+                        return;
+                    };
+                    let stats = &self.acknowledger.stats;
+                    match decode_response::<ProduceRequest>(frame, self.version) {
+                        Ok((correlation_id, response)) => {
+                            if correlation_id != expected_id {
+                                stats.error(format!(
+                                    "producer: correlation id {correlation_id}, expected {expected_id}"
+                                ));
+                            }
+                            report_partition_errors(&response, stats);
+                            self.acknowledger.acknowledged(&meta, acked_ns);
+                        }
+                        Err(error) => {
+                            stats.error(format!("producer: bad Produce response: {error:#}"));
+                            self.acknowledger.in_flight.release();
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    self.fail(format!("producer connection failed: {error:#}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        self.acknowledger.stats.error(why);
+        self.failed = true;
+        self.acknowledger.failed();
+    }
+
+    /// Reads answers until `done` holds or `deadline_ns` passes; true if `done` held.
+    fn wait(&mut self, deadline_ns: u64, done: impl Fn() -> bool) -> bool {
+        let clock = self.acknowledger.clock;
+        loop {
+            self.drain();
+            if done() || self.failed {
+                return done();
+            }
+            let now = clock.now_ns();
+            if now >= deadline_ns {
+                return false;
+            }
+            self.poll(deadline_ns - now);
+        }
+    }
+
+    /// Sleeps in `ppoll` until the socket is readable or `wait_ns` passes.
+    fn poll(&self, wait_ns: u64) {
+        let mut fds = [libc::pollfd {
+            fd: self.reader.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let timeout = libc::timespec {
+            tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
+        unsafe {
+            libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null());
+        }
+    }
+}
+
 impl KafkaLink {
-    fn open(address: &str, spec: &ProducerSpec, acknowledger: Acknowledger) -> Result<Self> {
+    fn open(
+        address: &str,
+        spec: &ProducerSpec,
+        acknowledger: Acknowledger,
+        inline: bool,
+    ) -> Result<Self> {
         let connection = Connection::open(address)?;
         let version = connection.version::<ProduceRequest>()?;
         let (writer, reader, _) = connection.split();
+        if inline && spec.acks != 0 {
+            return Ok(KafkaLink {
+                writer,
+                version,
+                topic: topic_name(&spec.topic.name),
+                acks: spec.acks,
+                meta: None,
+                reader: None,
+                inline: Some(InlineAcks {
+                    reader,
+                    expected: VecDeque::new(),
+                    version,
+                    acknowledger,
+                    failed: false,
+                }),
+                next_correlation_id: 1,
+                frame: BytesMut::new(),
+            });
+        }
         let (meta_sender, meta_receiver) = mpsc::channel();
         let reader_thread = if spec.acks != 0 {
             Some(
@@ -340,6 +464,7 @@ impl KafkaLink {
             acks: spec.acks,
             meta: Some(meta_sender),
             reader: reader_thread,
+            inline: None,
             next_correlation_id: 1,
             frame: BytesMut::new(),
         })
@@ -368,7 +493,12 @@ impl ProduceLink for KafkaLink {
         encode_request(&mut self.frame, correlation_id, self.version, &request)?;
         drop(request);
         if self.acks != 0 {
-            if let Some(sender) = &self.meta {
+            if let Some(inline) = &mut self.inline {
+                if inline.failed {
+                    bail!("producer: the connection failed");
+                }
+                inline.expected.push_back((correlation_id, meta));
+            } else if let Some(sender) = &self.meta {
                 sender
                     .send((correlation_id, meta))
                     .context("producer: acknowledgement reader has stopped")?;
@@ -377,6 +507,48 @@ impl ProduceLink for KafkaLink {
         self.writer
             .write_all(&self.frame)
             .context("producer: writing a Produce request")
+    }
+
+    fn wait_below(&mut self, in_flight: &InFlight, max: u32, timeout: Duration) {
+        match &mut self.inline {
+            Some(inline) => {
+                let deadline = inline.acknowledger.clock.now_ns() + timeout.as_nanos() as u64;
+                inline.wait(deadline, || in_flight.current() < max);
+            }
+            None => in_flight.wait_below(max, timeout),
+        }
+    }
+
+    fn wait_zero(&mut self, in_flight: &InFlight, timeout: Duration) -> bool {
+        match &mut self.inline {
+            Some(inline) => {
+                let deadline = inline.acknowledger.clock.now_ns() + timeout.as_nanos() as u64;
+                inline.wait(deadline, || in_flight.current() == 0)
+            }
+            None => in_flight.wait_zero(timeout),
+        }
+    }
+
+    fn pace_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        let Some(inline) = &mut self.inline else {
+            return clock.pace_until(deadline_ns);
+        };
+        // As `Clock::pace_until`, reading answers meanwhile: sleep in `ppoll` until
+        // `PACER_SPIN_NS` before the send time, then spin, checking the socket each turn.
+        inline.wait(deadline_ns.saturating_sub(PACER_SPIN_NS), || false);
+        while clock.now_ns() < deadline_ns {
+            inline.drain();
+            std::hint::spin_loop();
+        }
+    }
+
+    fn sleep_until(&mut self, clock: &Clock, deadline_ns: u64) {
+        match &mut self.inline {
+            Some(inline) => {
+                inline.wait(deadline_ns, || false);
+            }
+            None => clock.sleep_until(deadline_ns),
+        }
     }
 
     fn close(&mut self) {

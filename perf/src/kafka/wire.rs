@@ -177,8 +177,42 @@ impl FrameReader {
         }
     }
 
-    /// One `recv` into the buffer's spare capacity.
+    /// The next frame if one is whole in the buffer or arrives without blocking;
+    /// `Ok(None)` when the socket has nothing more now.
+    pub fn try_read_frame(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.buffer.len() >= 4 {
+                let size = (&self.buffer[..4]).get_u32() as usize;
+                if size > MAX_RESPONSE_FRAME_BYTES {
+                    bail!("response frame of {size} bytes exceeds {MAX_RESPONSE_FRAME_BYTES}");
+                }
+                if self.buffer.len() >= 4 + size {
+                    self.buffer.advance(4);
+                    return Ok(Some(self.buffer.split_to(size).freeze()));
+                }
+                let missing = 4 + size - self.buffer.len();
+                self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
+            } else {
+                self.buffer.reserve(READ_CHUNK_BYTES);
+            }
+            if !self.recv(libc::MSG_DONTWAIT)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The socket, to wait for it to become readable.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// One blocking `recv` into the buffer's spare capacity.
     fn fill(&mut self) -> Result<()> {
+        self.recv(0).map(|_| ())
+    }
+
+    /// One `recv` with `flags`; false if it would block.
+    fn recv(&mut self, flags: libc::c_int) -> Result<bool> {
         let spare = self.buffer.spare_capacity_mut();
         // SAFETY: recv writes at most `spare.len()` bytes into memory the BytesMut owns and
         // does not read it; we then mark exactly the bytes it reported as initialized.
@@ -187,22 +221,23 @@ impl FrameReader {
                 self.stream.as_raw_fd(),
                 spare.as_mut_ptr().cast(),
                 spare.len(),
-                0,
+                flags,
             )
         };
         if received < 0 {
             let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(());
+            match error.kind() {
+                std::io::ErrorKind::Interrupted => return Ok(true),
+                std::io::ErrorKind::WouldBlock => return Ok(false),
+                _ => return Err(error).context("recv"),
             }
-            return Err(error).context("recv");
         }
         if received == 0 {
             bail!("connection closed by the broker");
         }
         // SAFETY: the kernel initialized `received` bytes of the spare capacity.
         unsafe { self.buffer.set_len(self.buffer.len() + received as usize) };
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -3,8 +3,9 @@
 //! frame each on their partitions' streams; one task per request waits for all of their
 //! acknowledgements, as a Kafka ProduceResponse answers all partitions at once.
 //!
-//! Where the connection runs (`--quic-producer-runtime`):
-//! - `own` (default): a current-thread tokio runtime on the producer's own thread. quinn's
+//! Where the connection runs (`--quic-producer-runtime`; `auto`, the default, picks `own`
+//! for fixed-rate producers and `shared` for max-rate ones):
+//! - `own`: a current-thread tokio runtime on the producer's own thread. quinn's
 //!   connection and endpoint tasks, the stream tasks and the acknowledgement tasks all run
 //!   there, whenever the sender writes or waits: the sender's waits (for the next send time,
 //!   for an in-flight slot, for the drain) drive the runtime instead of blocking the thread.
@@ -27,7 +28,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use super::QuicTarget;
+use super::{ProducerRuntime, QuicTarget};
 use crate::kafka::producer::{
     Acknowledger, InFlight, ProduceLink, ProducerSpec, RequestBatches, RequestMeta,
 };
@@ -90,7 +91,12 @@ impl QuicLink {
     ) -> Result<Self> {
         let acks = Acks::from_i8(spec.acks as i8)
             .ok_or_else(|| anyhow!("acks {} (0, 1 or -1)", spec.acks))?;
-        let driver = if target.own_producer_runtime {
+        let own = match target.producer_runtime {
+            ProducerRuntime::Own => true,
+            ProducerRuntime::Shared => false,
+            ProducerRuntime::Auto => spec.rate > 0.0,
+        };
+        let driver = if own {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

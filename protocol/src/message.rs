@@ -1431,6 +1431,29 @@ mod tests {
     }
 
     #[test]
+    fn every_truncation_of_a_route_answer_is_an_error() {
+        let resp = Response::Route(RouteResponse {
+            shard_count: 2,
+            connection_shard: 0,
+            topics: vec![TopicRoute {
+                topic: "t".into(),
+                error: ErrorCode::NONE,
+                shards: vec![0, 1, 0, 1],
+            }],
+        });
+        let full = concat(&resp.encode(1));
+        let header = FrameHeader::decode(&full, usize::MAX).unwrap().unwrap();
+        assert_eq!(
+            Response::decode(&header, full.slice(HEADER_BYTES..)).unwrap(),
+            resp
+        );
+        for cut in HEADER_BYTES..full.len() {
+            let body = full.slice(HEADER_BYTES..cut);
+            assert!(Response::decode(&header, body).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn forged_counts_do_not_allocate() {
         let mut w = Writer::default();
         w.string("g");

@@ -381,15 +381,20 @@ async fn unbatched_producer_and_subscription(
     start: StartOffset,
 ) -> (Producer, Subscription) {
     client.create_topic(topic, 1, &[]).await.unwrap();
-    let producer = client
+    let producer = unbatched_producer(client).await;
+    let sub = client.subscribe(topic, 0, start).await.unwrap();
+    (producer, sub)
+}
+
+/// A producer that sends each record at once (no linger).
+async fn unbatched_producer(client: &Client) -> Producer {
+    client
         .producer(ProducerConfig {
             linger: Duration::ZERO,
             ..ProducerConfig::default()
         })
         .await
-        .unwrap();
-    let sub = client.subscribe(topic, 0, start).await.unwrap();
-    (producer, sub)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1080,13 +1085,7 @@ async fn produce_streams_reach_the_owning_shard_without_a_hop() {
             stream.send(batch).await.unwrap().await.unwrap();
         }
     }
-    let producer = client
-        .producer(ProducerConfig {
-            linger: Duration::ZERO,
-            ..ProducerConfig::default()
-        })
-        .await
-        .unwrap();
+    let producer = unbatched_producer(&client).await;
     for partition in 0..4 {
         let record = ProducerRecord::new("spread", "unbatched").partition(partition);
         let stored = producer.send_and_wait(record).await.unwrap();

@@ -203,22 +203,27 @@ impl Connection {
                 return Ok(c.clone());
             }
         }
-        let connecting = self
-            .endpoint
-            .connect(self.remote, &self.server_name)
-            .map_err(|e| Error::Connect {
-                addr: self.config.address.clone(),
-                reason: e.to_string(),
-            })?;
-        let c = tokio::time::timeout(self.config.request_timeout, connecting)
-            .await
-            .map_err(|_| Error::Timeout(self.config.request_timeout))?
-            .map_err(|e| Error::Connect {
-                addr: self.config.address.clone(),
-                reason: e.to_string(),
-            })?;
+        let c = self
+            .handshake(self.endpoint.connect(self.remote, &self.server_name))
+            .await?;
         *current = Some(c.clone());
         Ok(c)
+    }
+
+    /// Completes a connection attempt within the request timeout.
+    async fn handshake(
+        &self,
+        connecting: std::result::Result<quinn::Connecting, quinn::ConnectError>,
+    ) -> Result<quinn::Connection> {
+        let connect_error = |reason: String| Error::Connect {
+            addr: self.config.address.clone(),
+            reason,
+        };
+        let connecting = connecting.map_err(|e| connect_error(e.to_string()))?;
+        tokio::time::timeout(self.config.request_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout(self.config.request_timeout))?
+            .map_err(|e| connect_error(e.to_string()))
     }
 
     /// A connection served by `shard` of the broker's `shard_count` shards: the first
@@ -240,20 +245,12 @@ impl Connection {
             cid[0] = route_byte(cid[0], shard, shard_count);
             quinn::ConnectionId::new(&cid)
         }));
-        let connecting = self
-            .endpoint
-            .connect_with(config, self.remote, &self.server_name)
-            .map_err(|e| Error::Connect {
-                addr: self.config.address.clone(),
-                reason: e.to_string(),
-            })?;
-        let c = tokio::time::timeout(self.config.request_timeout, connecting)
-            .await
-            .map_err(|_| Error::Timeout(self.config.request_timeout))?
-            .map_err(|e| Error::Connect {
-                addr: self.config.address.clone(),
-                reason: e.to_string(),
-            })?;
+        let c = self
+            .handshake(
+                self.endpoint
+                    .connect_with(config, self.remote, &self.server_name),
+            )
+            .await?;
         on_shard.insert(shard, c.clone());
         Ok(c)
     }

@@ -600,13 +600,7 @@ fn batch_for_timestamp_finds_first_batch_at_or_after() {
 #[test]
 fn interval_durability_commits_on_write_and_syncs_later() {
     run("interval", |dir| async move {
-        let config = LogConfig {
-            durability: Durability::Interval {
-                interval: std::time::Duration::from_millis(50),
-                bytes: u64::MAX,
-            },
-            ..LogConfig::default()
-        };
+        let config = interval_config(std::time::Duration::from_millis(50));
         let log = PartitionLog::open(&dir, config).await.unwrap();
         append_n(&log, 10, 10).await;
         assert_eq!(log.high_watermark(), Offset(100));
@@ -905,15 +899,8 @@ fn idle_acks1_appends_are_written_through_the_page_cache() {
 #[test]
 fn interval_durability_keeps_the_direct_write_of_page_cache_blocks() {
     use futures::FutureExt;
-    use quiver_engine::log::Durability;
     run("early-write-interval", |dir| async move {
-        let config = LogConfig {
-            durability: Durability::Interval {
-                interval: std::time::Duration::from_secs(60),
-                bytes: u64::MAX,
-            },
-            ..LogConfig::default()
-        };
+        let config = interval_config(std::time::Duration::from_secs(60));
         let n = 20;
         {
             let log = PartitionLog::open(&dir, config.clone()).await.unwrap();
@@ -932,6 +919,17 @@ fn interval_durability_keeps_the_direct_write_of_page_cache_blocks() {
         let log = PartitionLog::open(&dir, config).await.unwrap();
         assert_eq!(check_whole_log(&log).await, (n * 3) as i64);
     });
+}
+
+/// Interval durability: fdatasync every `interval`, never by bytes.
+fn interval_config(interval: std::time::Duration) -> LogConfig {
+    LogConfig {
+        durability: Durability::Interval {
+            interval,
+            bytes: u64::MAX,
+        },
+        ..LogConfig::default()
+    }
 }
 
 /// Appends `batch` for a producer with acks=1.

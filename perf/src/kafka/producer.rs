@@ -348,26 +348,11 @@ impl InlineAcks {
             match self.reader.try_read_frame() {
                 Ok(Some(frame)) => {
                     let acked_ns = self.acknowledger.clock.now_ns();
-                    let Some((expected_id, meta)) = self.expected.pop_front() else {
+                    let Some(expected) = self.expected.pop_front() else {
                         self.fail("producer: response without a request".into());
                         return;
                     };
-                    let stats = &self.acknowledger.stats;
-                    match decode_response::<ProduceRequest>(frame, self.version) {
-                        Ok((correlation_id, response)) => {
-                            if correlation_id != expected_id {
-                                stats.error(format!(
-                                    "producer: correlation id {correlation_id}, expected {expected_id}"
-                                ));
-                            }
-                            report_partition_errors(&response, stats);
-                            self.acknowledger.acknowledged(&meta, acked_ns);
-                        }
-                        Err(error) => {
-                            stats.error(format!("producer: bad Produce response: {error:#}"));
-                            self.acknowledger.in_flight.release();
-                        }
-                    }
+                    account_answer(frame, expected, self.version, &self.acknowledger, acked_ns);
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -580,25 +565,37 @@ fn read_acks(
             }
         };
         let acked_ns = acknowledger.clock.now_ns();
-        let Ok((expected_id, meta)) = metas.recv() else {
+        let Ok(expected) = metas.recv() else {
             stats.error("producer: response without a request".into());
             acknowledger.failed();
             return;
         };
-        match decode_response::<ProduceRequest>(frame, version) {
-            Ok((correlation_id, response)) => {
-                if correlation_id != expected_id {
-                    stats.error(format!(
-                        "producer: correlation id {correlation_id}, expected {expected_id}"
-                    ));
-                }
-                report_partition_errors(&response, stats);
-                acknowledger.acknowledged(&meta, acked_ns);
+        account_answer(frame, expected, version, &acknowledger, acked_ns);
+    }
+}
+
+/// Accounts one Produce response, the answer to the request `expected` describes.
+fn account_answer(
+    frame: Bytes,
+    (expected_id, meta): (i32, RequestMeta),
+    version: i16,
+    acknowledger: &Acknowledger,
+    acked_ns: u64,
+) {
+    let stats = &acknowledger.stats;
+    match decode_response::<ProduceRequest>(frame, version) {
+        Ok((correlation_id, response)) => {
+            if correlation_id != expected_id {
+                stats.error(format!(
+                    "producer: correlation id {correlation_id}, expected {expected_id}"
+                ));
             }
-            Err(error) => {
-                stats.error(format!("producer: bad Produce response: {error:#}"));
-                acknowledger.in_flight.release();
-            }
+            report_partition_errors(&response, stats);
+            acknowledger.acknowledged(&meta, acked_ns);
+        }
+        Err(error) => {
+            stats.error(format!("producer: bad Produce response: {error:#}"));
+            acknowledger.in_flight.release();
         }
     }
 }

@@ -159,19 +159,8 @@ impl FrameReader {
     /// The next frame's body (size prefix removed). Errors on EOF or an oversized frame.
     pub fn read_frame(&mut self) -> Result<Bytes> {
         loop {
-            if self.buffer.len() >= 4 {
-                let size = (&self.buffer[..4]).get_u32() as usize;
-                if size > MAX_RESPONSE_FRAME_BYTES {
-                    bail!("response frame of {size} bytes exceeds {MAX_RESPONSE_FRAME_BYTES}");
-                }
-                if self.buffer.len() >= 4 + size {
-                    self.buffer.advance(4);
-                    return Ok(self.buffer.split_to(size).freeze());
-                }
-                let missing = 4 + size - self.buffer.len();
-                self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
-            } else {
-                self.buffer.reserve(READ_CHUNK_BYTES);
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(frame);
             }
             self.fill()?;
         }
@@ -181,24 +170,32 @@ impl FrameReader {
     /// `Ok(None)` when the socket has nothing more now.
     pub fn try_read_frame(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if self.buffer.len() >= 4 {
-                let size = (&self.buffer[..4]).get_u32() as usize;
-                if size > MAX_RESPONSE_FRAME_BYTES {
-                    bail!("response frame of {size} bytes exceeds {MAX_RESPONSE_FRAME_BYTES}");
-                }
-                if self.buffer.len() >= 4 + size {
-                    self.buffer.advance(4);
-                    return Ok(Some(self.buffer.split_to(size).freeze()));
-                }
-                let missing = 4 + size - self.buffer.len();
-                self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
-            } else {
-                self.buffer.reserve(READ_CHUNK_BYTES);
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
             }
             if !self.recv(libc::MSG_DONTWAIT)? {
                 return Ok(None);
             }
         }
+    }
+
+    /// Splits a whole frame off the buffer, or makes room for the rest of it.
+    fn buffered_frame(&mut self) -> Result<Option<Bytes>> {
+        if self.buffer.len() >= 4 {
+            let size = (&self.buffer[..4]).get_u32() as usize;
+            if size > MAX_RESPONSE_FRAME_BYTES {
+                bail!("response frame of {size} bytes exceeds {MAX_RESPONSE_FRAME_BYTES}");
+            }
+            if self.buffer.len() >= 4 + size {
+                self.buffer.advance(4);
+                return Ok(Some(self.buffer.split_to(size).freeze()));
+            }
+            let missing = 4 + size - self.buffer.len();
+            self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
+        } else {
+            self.buffer.reserve(READ_CHUNK_BYTES);
+        }
+        Ok(None)
     }
 
     /// The socket, to wait for it to become readable.

@@ -971,12 +971,7 @@ impl PartitionLog {
             async move { (file.write_rc_at(buf, pos).await, j) }
         });
         for (r, j) in futures::future::join_all(writes).await {
-            let path = j
-                .file
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            r.map_err(|e| EngineError::io("write", path, e.into()))?;
+            r.map_err(|e| EngineError::io("write", file_path(&j.file), e.into()))?;
         }
         let fixups = jobs.windows(2).filter_map(|pair| {
             let (earlier, later) = (&pair[0], &pair[1]);
@@ -994,11 +989,7 @@ impl PartitionLog {
             Some(async move { (file.write_at(block, pos).await, file) })
         });
         for (r, file) in futures::future::join_all(fixups).await {
-            let path = file
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            r.map_err(|e| EngineError::io("write", path, e.into()))?;
+            r.map_err(|e| EngineError::io("write", file_path(&file), e.into()))?;
         }
         let written: u64 = jobs.iter().map(|j| j.chunk.data.len() as u64).sum();
         let mut st = self.state.borrow_mut();
@@ -1035,13 +1026,9 @@ impl PartitionLog {
         }
         if sync_now {
             for f in &synced_files {
-                let path = f
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
                 f.fdatasync()
                     .await
-                    .map_err(|e| EngineError::io("fdatasync", path, e.into()))?;
+                    .map_err(|e| EngineError::io("fdatasync", file_path(f), e.into()))?;
             }
             // The next round's writes may have completed meanwhile; only this round's
             // bytes are known to be covered by the sync.
@@ -1684,6 +1671,14 @@ fn early_write(st: &mut LogState) -> bool {
     }
 }
 
+/// The path of `file` for an error message. Only built when there is an error: formatting
+/// it for every write showed up in a lone message's instruction count.
+fn file_path(file: &DmaFile) -> String {
+    file.path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 /// Answers (successfully) every waiter, oldest first, whose append ends at or below `end`.
 fn answer_waiters(waiters: &mut VecDeque<Waiter>, end: Offset) {
     while waiters.front().is_some_and(|w| w.end_offset <= end) {
@@ -1701,7 +1696,10 @@ fn close_staging(st: &mut LogState) {
     let alignment = st.alignment;
     let write_len = align_up(staging.len as u64, alignment) as usize;
     let footprint = staging.buf.len();
-    staging.buf.as_bytes_mut()[staging.len..write_len].fill(0);
+    // An early write zeroed the same range already when nothing was appended after it.
+    if staging.early_len != staging.len {
+        staging.buf.as_bytes_mut()[staging.len..write_len].fill(0);
+    }
     staging.buf.trim_to_size(write_len);
     let write_buf = Rc::new(staging.buf);
     let data = home_bytes(Rc::clone(&write_buf)).slice(..staging.len);

@@ -34,7 +34,8 @@ const TIMER_TICK_MS: u64 = 100;
 /// Who sent a request: needed by JoinGroup (DescribeGroups reports it).
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
-    pub client_id: Option<String>,
+    /// Shares the request frame's bytes: no copy or UTF-8 formatting per request.
+    pub client_id: Option<StrBytes>,
     pub peer: Option<SocketAddr>,
 }
 
@@ -296,7 +297,12 @@ pub async fn dispatch(
         }
         RequestKind::JoinGroup(r) => {
             let client = ClientInfo {
-                client_id: StrBytes::from_string(ctx.client_id.clone().unwrap_or_default()),
+                // Copied: the member keeps it, and a slice would pin the request's buffer.
+                client_id: ctx
+                    .client_id
+                    .as_ref()
+                    .map(|c| StrBytes::from_string(c.as_str().to_owned()))
+                    .unwrap_or_default(),
                 client_host: StrBytes::from_string(
                     ctx.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
                 ),

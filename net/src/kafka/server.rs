@@ -33,8 +33,12 @@ use super::limits::{
 use super::scatter::ScatterFrame;
 use super::versions;
 
-/// Bytes read from a socket per read call when no larger frame is pending.
+/// Bytes reserved for reads at a time when no larger frame is pending: later reads fill
+/// the rest of the chunk until less than `MIN_READ_BYTES` of it is left.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// The least spare room a read goes into; with less, the next read starts a new chunk.
+const MIN_READ_BYTES: usize = 4 * 1024;
+const _: () = assert!(MIN_READ_BYTES <= READ_CHUNK_BYTES);
 /// Buffers handed to one sendmsg call.
 const MAX_IOVECS_PER_WRITE: usize = 64;
 
@@ -261,7 +265,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     reader: &mut R,
     tx: &LocalSender<Slot>,
     peer: Option<SocketAddr>,
-    mut buf: BytesMut,
+    buf: BytesMut,
     unanswered: &Cell<usize>,
     affinity: &mut Affinity,
 ) -> io::Result<ReadEnd> {
@@ -269,10 +273,10 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     let budget = Rc::new(Semaphore::new(
         MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION as u64,
     ));
-    buf.reserve(READ_CHUNK_BYTES);
+    let mut read_buffer = ReadBuffer::new(buf);
     loop {
         loop {
-            let frame = match decoder.decode(&mut buf) {
+            let frame = match decoder.decode(&mut read_buffer.bytes) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -329,7 +333,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             let version = request.api_version();
             let correlation_id = request.correlation_id();
             let ctx = RequestContext {
-                client_id: request.header.client_id.as_ref().map(|c| c.to_string()),
+                client_id: request.header.client_id.clone(),
                 peer,
             };
             let handle = glommio::spawn_local(async move {
@@ -357,19 +361,15 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             }
         }
         // Read more: at least what the pending frame still needs.
-        let needed = decoder.bytes_needed(&buf).max(1);
-        let start = buf.len();
-        let want = needed.max(READ_CHUNK_BYTES);
-        buf.resize(start + want, 0);
-        let n = match reader.read(&mut buf[start..]).await {
-            Ok(n) => n,
-            Err(e) => {
-                buf.truncate(start);
-                let _ = tx.send(Slot::Close).await;
-                return Err(e);
-            }
-        };
-        buf.truncate(start + n);
+        let needed = decoder.bytes_needed(&read_buffer.bytes).max(1);
+        let start = read_buffer.bytes.len();
+        let read = reader.read(read_buffer.spare(needed)).await;
+        let n = read_buffer.filled(start, read.as_ref().map_or(0, |n| *n));
+        let buf = &mut read_buffer.bytes;
+        if let Err(e) = read {
+            let _ = tx.send(Slot::Close).await;
+            return Err(e);
+        }
         // A request boundary with every response written: the connection may move to
         // the shard that owns its partitions, taking the bytes just read along.
         if n > 0 && unanswered.get() == 0 {
@@ -377,7 +377,10 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 if tx.send(Slot::Handoff).await.is_err() {
                     return Ok(ReadEnd::Closed);
                 }
-                return Ok(ReadEnd::Move { to, buf });
+                return Ok(ReadEnd::Move {
+                    to,
+                    buf: std::mem::take(buf),
+                });
             }
         }
         if n == 0 {
@@ -387,6 +390,60 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             let _ = tx.send(Slot::Close).await;
             return Ok(ReadEnd::Closed);
         }
+    }
+}
+
+/// A connection's read buffer. Frames are split off its front (sharing its memory), and
+/// reads go into its spare capacity, which `AsyncRead` needs initialized. It remembers how
+/// much of that spare room earlier reads or zeroing already initialized, so a read zeroes
+/// only memory never touched (once per chunk) instead of a whole chunk per read, and a
+/// chunk serves reads until less than `MIN_READ_BYTES` of it is left.
+struct ReadBuffer {
+    bytes: BytesMut,
+    /// Bytes right after `bytes.len()` that are initialized. Reset whenever the buffer
+    /// moves or grows, so it never claims more than is true.
+    spare_initialized: usize,
+}
+
+impl ReadBuffer {
+    fn new(bytes: BytesMut) -> Self {
+        ReadBuffer {
+            bytes,
+            spare_initialized: 0,
+        }
+    }
+
+    /// The spare room for the next read: all that is left of the chunk if that is at
+    /// least `needed` and `MIN_READ_BYTES`, otherwise a new chunk of at least `needed`.
+    fn spare(&mut self, needed: usize) -> &mut [u8] {
+        let start = self.bytes.len();
+        let room = self.bytes.capacity() - start;
+        let want = if room >= needed.max(MIN_READ_BYTES) {
+            room
+        } else {
+            needed.max(READ_CHUNK_BYTES)
+        };
+        let before = (self.bytes.as_ptr(), self.bytes.capacity());
+        self.bytes.reserve(want);
+        if (self.bytes.as_ptr(), self.bytes.capacity()) != before {
+            self.spare_initialized = 0;
+        }
+        let initialized = self.spare_initialized.min(want);
+        // SAFETY: `reserve` made the capacity at least `start + want`, and the first
+        // `spare_initialized` bytes after `start` were initialized by an earlier `resize`
+        // or read into this same allocation (the counter is reset whenever it moves).
+        unsafe { self.bytes.set_len(start + initialized) };
+        self.bytes.resize(start + want, 0);
+        self.spare_initialized = self.spare_initialized.max(want);
+        &mut self.bytes[start..]
+    }
+
+    /// Keeps the `n` bytes a read put at `start` (the length before [`ReadBuffer::spare`]).
+    fn filled(&mut self, start: usize, n: usize) -> usize {
+        let end = self.bytes.len();
+        self.bytes.truncate(start + n);
+        self.spare_initialized = end - start - n;
+        n
     }
 }
 
@@ -555,4 +612,96 @@ async fn write_frame<W: futures::AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    /// Simulates reads of `data` in pieces into the buffer, splitting frames off its front
+    /// as the connection does, and returns (bytes seen, reallocations).
+    fn feed(pieces: &[&[u8]], keep_frames: bool) -> (Vec<u8>, usize) {
+        let mut rb = ReadBuffer::new(BytesMut::new());
+        let mut seen = Vec::new();
+        let mut held = Vec::new();
+        let mut moves = 0;
+        let mut last = std::ptr::null();
+        for piece in pieces {
+            let start = rb.bytes.len();
+            let spare = rb.spare(piece.len());
+            assert!(spare.len() >= piece.len().max(1));
+            // A read into initialized memory: whatever was there is overwritten.
+            spare[..piece.len()].copy_from_slice(piece);
+            let chunk_start = rb.bytes.as_ptr();
+            if chunk_start != last {
+                moves += 1;
+            }
+            rb.filled(start, piece.len());
+            let frame = rb.bytes.split_to(rb.bytes.len()).freeze();
+            last = rb.bytes.as_ptr();
+            seen.extend_from_slice(&frame);
+            if keep_frames {
+                held.push(frame);
+            }
+        }
+        (seen, moves)
+    }
+
+    #[test]
+    fn small_reads_share_one_chunk_and_keep_their_bytes() {
+        let pieces: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1100]).collect();
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+        let (seen, moves) = feed(&refs, true);
+        assert_eq!(seen, pieces.concat());
+        // 40 reads of 1,100 bytes fit one 64 KiB chunk: one allocation, not one per read.
+        assert_eq!(moves, 1, "reads started {moves} chunks");
+    }
+
+    #[test]
+    fn a_chunk_with_too_little_room_left_is_replaced() {
+        let pieces: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 1100]).collect();
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+        let (seen, moves) = feed(&refs, true);
+        assert_eq!(seen, pieces.concat());
+        assert_eq!(moves, 2);
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_chunk_gets_room_for_all_of_it() {
+        let mut rb = ReadBuffer::new(BytesMut::new());
+        rb.bytes.put_slice(&[7; 10]);
+        let spare = rb.spare(200_000);
+        assert!(spare.len() >= 200_000);
+        assert_eq!(&rb.bytes[..10], &[7; 10]);
+        let n = rb.filled(10, 5);
+        assert_eq!(n, 5);
+        assert_eq!(rb.bytes.len(), 15);
+        // What is left of the big read's room counts as initialized, no more.
+        assert_eq!(rb.spare_initialized, rb.bytes.capacity() - 15);
+    }
+
+    #[test]
+    fn the_initialized_count_never_exceeds_the_spare_capacity() {
+        let mut rb = ReadBuffer::new(BytesMut::new());
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut held = Vec::new();
+        for _ in 0..2_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let needed = 1 + (rng % 9_000) as usize;
+            let start = rb.bytes.len();
+            let got = rb.spare(needed).len().min(needed);
+            rb.filled(start, got);
+            assert!(rb.spare_initialized <= rb.bytes.capacity() - rb.bytes.len());
+            if rng % 3 == 0 {
+                let k = rb.bytes.len() / 2;
+                held.push(rb.bytes.split_to(k).freeze());
+                if held.len() > 8 {
+                    held.remove(0);
+                }
+            }
+        }
+    }
 }

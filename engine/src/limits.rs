@@ -48,6 +48,20 @@ pub const TAIL_CACHE_BYTES_PER_PARTITION: usize = 64 * 1024 * 1024;
 /// oldest buffers (keeping its newest), so the bound is this plus one buffer per partition.
 pub const TAIL_CACHE_BYTES_PER_SHARD: usize = 1024 * 1024 * 1024;
 
+/// New bytes of a flushed buffer up to which the tail cache keeps a packed copy instead of
+/// the buffer itself, when they fill less than half of it: a lone small batch gets a
+/// 4-8 KiB aligned staging buffer of its own, and keeping that buffer held 4-8x its data
+/// in memory and made every lone append touch fresh pages (glibc growing the shard's arena).
+/// The copy (at most this many bytes) goes into the partition's `TAIL_SLAB_BYTES` slab.
+pub const TAIL_COMPACT_MAX_BYTES: usize = 16 * 1024;
+
+/// Size of the slabs small tail-cache copies are packed into, one open slab per partition.
+/// A slab is freed once every copy in it left the tail cache and it is no longer open; the
+/// room left in a slab when a copy does not fit (under `TAIL_COMPACT_MAX_BYTES`) is the
+/// only memory the tail-cache accounting does not count.
+pub const TAIL_SLAB_BYTES: usize = 64 * 1024;
+const _: () = assert!(TAIL_COMPACT_MAX_BYTES <= TAIL_SLAB_BYTES);
+
 /// Largest staged write an acks=1 append copies into the page cache to be answered at
 /// once (`AckLevel::Written`); bigger ones wait for the direct-I/O write, which costs
 /// them little relative to their size, and a bound keeps the synchronous copy short.

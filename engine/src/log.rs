@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::sync::oneshot;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::batch;
@@ -377,6 +377,8 @@ struct LogState {
     alignment: u64,
     stats: LogStats,
     zero_fill: Option<ZeroFill>,
+    /// The open slab that small tail-cache copies are packed into (`compact_for_tail`).
+    tail_slab: BytesMut,
 }
 
 /// A partition log. Clone the `Rc` to share it between tasks on its core.
@@ -554,6 +556,7 @@ impl PartitionLog {
                 alignment,
                 stats: LogStats::default(),
                 zero_fill: None,
+                tail_slab: BytesMut::new(),
             }),
         });
         // No borrow is held here: the flusher may be polled before spawn_local returns.
@@ -1053,9 +1056,10 @@ impl PartitionLog {
                 .find(|s| s.base_offset == j.segment_base)
             {
                 seg.committed_size = seg.committed_size.max(j.end_position);
-                seg.tail_bytes += j.chunk.footprint;
-                shard_tail_add(j.chunk.footprint);
-                seg.tail.push_back(j.chunk.clone());
+                let chunk = compact_for_tail(&mut st.tail_slab, &j.chunk, j.appended_bytes);
+                seg.tail_bytes += chunk.footprint;
+                shard_tail_add(chunk.footprint);
+                seg.tail.push_back(chunk);
                 // Over either limit, this partition gives up its oldest buffers (those
                 // reads then go to disk). Each partition keeps its newest buffer, so the
                 // shard may exceed its budget by one buffer per partition.
@@ -1668,6 +1672,28 @@ fn early_write(st: &mut LogState) -> bool {
             tracing::warn!(path = %seg.path.display(), error = %e, "buffered write failed; acks=1 waits for the direct write");
             false
         }
+    }
+}
+
+/// What the tail cache keeps of a flushed chunk whose last `appended` bytes are new (the
+/// ones before them re-cover the previous chunk's partial block): the chunk itself, or, when
+/// the new bytes are few (`TAIL_COMPACT_MAX_BYTES`) and fill less than half of the buffer
+/// the chunk keeps alive, a copy of just them packed into the partition's slab. Reads take
+/// chunks at any position (`ByteView::load`), so the copy serves exactly the same bytes;
+/// the staging buffer is then freed once written, and the next one reuses its memory.
+fn compact_for_tail(slab: &mut BytesMut, chunk: &TailChunk, appended: usize) -> TailChunk {
+    let len = chunk.data.len();
+    if appended == 0 || appended > TAIL_COMPACT_MAX_BYTES || appended * 2 > chunk.footprint {
+        return chunk.clone();
+    }
+    if slab.capacity() - slab.len() < appended {
+        *slab = BytesMut::with_capacity(TAIL_SLAB_BYTES);
+    }
+    slab.extend_from_slice(&chunk.data[len - appended..]);
+    TailChunk {
+        position: chunk.position + (len - appended) as u64,
+        data: slab.split().freeze(),
+        footprint: appended,
     }
 }
 

@@ -895,6 +895,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// QUIVER PATCH (6): a poll linking the rings is in the kernel and has not completed.
+    link_armed: bool,
 }
 
 impl SleepableRing {
@@ -915,6 +917,7 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            link_armed: false,
         })
     }
 
@@ -1052,6 +1055,19 @@ impl SleepableRing {
             0,
             "sleeping with pending SQEs"
         );
+        // QUIVER PATCH (6): the poll that links the rings from an earlier sleep is still
+        // armed (the latency ring got no completion since): it will wake us just the same,
+        // so wait without arming another. Upstream armed a new one on every sleep and
+        // dropped its `Source` without cancelling it, so the polls piled up in the kernel
+        // (one per park) until the latency ring's next completion fired them all at once.
+        if self.link_armed {
+            self.ring
+                .submit_sqes_and_wait(1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+            return Ok(1);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1094,6 +1110,7 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked, and we slept. Good morning!
+                self.link_armed = true;
                 Ok(1)
             }
         } else {
@@ -1165,10 +1182,14 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
-        process_one_event(
+        let mut link_fired = false;
+        let event = process_one_event(
             self.ring.peek_for_cqe(),
             |source| match source.source_type {
-                SourceType::LinkRings => Some(()),
+                SourceType::LinkRings => {
+                    link_fired = true;
+                    Some(())
+                }
                 _ => None,
             },
             |mut src, res| {
@@ -1183,7 +1204,12 @@ impl UringCommon for SleepableRing {
         .map(|x| {
             self.in_kernel -= 1;
             x
-        })
+        });
+        if link_fired {
+            // QUIVER PATCH (6): the next sleep arms a new link.
+            self.link_armed = false;
+        }
+        event
     }
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {

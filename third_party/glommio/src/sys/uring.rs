@@ -964,6 +964,7 @@ impl SleepableRing {
     /// CQEs are available on the main ring. This timer is linked with a write
     /// to the latency ring's event fd such that this timer triggers a
     /// preemption via the latency ring.
+    #[allow(dead_code)] // QUIVER PATCH (7): no longer armed; see `Reactor::wait`.
     fn prepare_throughput_preemption_timer(&mut self, min_events: u32, event_fd: RawFd) -> Source {
         assert!(min_events >= 1, "min_events should be at least 1");
         let timer_source = Source::new(
@@ -1252,6 +1253,7 @@ pub(crate) struct Reactor {
     // QUIVER PATCH (1): when the armed latency timer is a preemption timer (not the user
     // timer armed for a sleep), the instant it fires.
     latency_preemption_deadline: Cell<Option<Instant>>,
+    #[allow(dead_code)] // QUIVER PATCH (7): never armed.
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1870,18 +1872,15 @@ impl Reactor {
             self.latency_preemption_deadline.set(None);
         }
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        // QUIVER PATCH (1): a throughput timer that has not fired yet stays armed (it
-        // counts completions since it was armed, so it fires sooner, never later).
-        if !Self::still_armed(&self.throughput_preemption_timeout_src) {
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
-        }
+        // QUIVER PATCH (7): no throughput-based preemption timer. Upstream armed here a
+        // `TIMEOUT` that completes after `ring_depth` main-ring completions, linked to an
+        // 8-byte `WRITE` to the latency ring's eventfd. io_uring cannot write an eventfd
+        // without blocking, so every firing (every ~128 completions: every ~40 lone
+        // requests) woke an io-wq worker on the shard's CPU, which preempted the shard in
+        // the middle of the request whose completion fired it, and the executor re-armed
+        // the pair and an eventfd `READ` before reading the request: ~80 µs added to that
+        // request (traced). Time-based preemption (the latency timer above) stays, and
+        // completions waiting in the ring are reaped at the next turn either way.
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...

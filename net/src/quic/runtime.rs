@@ -102,6 +102,7 @@ impl Runtime for GlommioRuntime {
         Ok(Arc::new(ShardUdpSocket {
             readiness: Mutex::new(ShardBound::new(readiness)),
             send_blocked: AtomicBool::new(false),
+            recv_drained: AtomicBool::new(false),
             state,
             socket,
         }))
@@ -141,6 +142,10 @@ struct ShardUdpSocket {
     /// and arming a `POLL_ADD` each time would hold every packet (every answer) until
     /// the reactor's next turn. Only the shard's thread touches it; atomic for `Sync`.
     send_blocked: AtomicBool,
+    /// The last receive returned a short batch: the socket had nothing more then. The
+    /// next `poll_recv` arms the readiness poll instead of calling `recvmmsg` again.
+    /// Only the shard's thread touches it; atomic for `Sync`.
+    recv_drained: AtomicBool,
 }
 
 impl fmt::Debug for ShardUdpSocket {
@@ -173,13 +178,27 @@ impl AsyncUdpSocket for ShardUdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        let mut readiness = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        // A short batch drained the socket: skip the `recvmmsg` that would only say
+        // `WouldBlock` and arm the poll at once (io_uring checks readiness when it arms,
+        // so a datagram that arrived meanwhile still fires it).
+        let mut drained = self.recv_drained.swap(false, Ordering::Relaxed);
         loop {
-            match self.state.recv((&self.socket).into(), bufs, meta) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return Poll::Ready(other),
+            if !drained {
+                match self.state.recv((&self.socket).into(), bufs, meta) {
+                    Ok(received) => {
+                        let batch = bufs.len().min(meta.len()).min(quinn::udp::BATCH_SIZE);
+                        self.recv_drained.store(received < batch, Ordering::Relaxed);
+                        // Whatever readiness fired before this read is used up.
+                        readiness.get_mut().clear_readable();
+                        return Poll::Ready(Ok(received));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             }
-            let mut readiness = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+            drained = false;
             match readiness.get_mut().poll_readable(cx) {
                 // A poll armed earlier fired: try again.
                 Poll::Ready(()) => continue,
@@ -270,6 +289,56 @@ mod tests {
                     let n = peer.recv(&mut got).unwrap();
                     assert_eq!(&got[..n], &payload);
                 }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// Receives one batch through `poll_recv`, as quinn's endpoint driver does; the
+    /// first datagram's bytes, or `None` if nothing came within 5 s.
+    async fn receive(socket: &dyn AsyncUdpSocket) -> Option<Vec<u8>> {
+        let mut storage = vec![0u8; quinn::udp::BATCH_SIZE * 2048];
+        let batch = futures::future::poll_fn(|cx| {
+            let mut bufs: Vec<IoSliceMut> = storage.chunks_mut(2048).map(IoSliceMut::new).collect();
+            let mut meta = [RecvMeta::default(); quinn::udp::BATCH_SIZE];
+            socket
+                .poll_recv(cx, &mut bufs, &mut meta)
+                .map(|r| r.map(|_| meta[0].len))
+        });
+        let len = glommio::timer::timeout(Duration::from_secs(5), async {
+            Ok(batch.await.expect("receive"))
+        })
+        .await
+        .ok()?;
+        Some(storage[..len].to_vec())
+    }
+
+    /// After a short batch the next `poll_recv` arms the readiness poll without trying
+    /// the socket first; a datagram that arrived before the poll was armed, or while it
+    /// waits, must still be received.
+    #[test]
+    fn a_drained_socket_still_receives_the_next_datagram() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let addr = raw.local_addr().unwrap();
+                let socket = GlommioRuntime.wrap_udp_socket(raw).unwrap();
+                // Before the first receive, then between receives (the socket is marked
+                // drained), three times over.
+                for round in 0..3u8 {
+                    peer.send_to(&[round; 100], addr).unwrap();
+                    let got = receive(&*socket).await;
+                    assert_eq!(got, Some(vec![round; 100]), "datagram {round}");
+                }
+                // While the receiver waits on its armed poll.
+                let sender = glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                    peer.send_to(&[9; 100], addr).unwrap();
+                });
+                assert_eq!(receive(&*socket).await, Some(vec![9; 100]), "late datagram");
+                sender.await;
             })
             .unwrap()
             .join()

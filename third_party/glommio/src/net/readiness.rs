@@ -50,6 +50,14 @@ impl FdReadiness {
         poll_ready(&mut self.read, cx, || reactor.upgrade().map(|r| r.poll_read_ready(fd)))
     }
 
+    /// Forgets a read readiness that has fired and not been reported yet: the caller has
+    /// read since, so it is stale. An armed poll that has not fired stays armed.
+    pub fn clear_readable(&mut self) {
+        if self.read.as_ref().is_some_and(|s| s.result().is_some()) {
+            self.read = None;
+        }
+    }
+
     /// `Ready` once `fd` may be writable; otherwise arms a poll and registers `cx`.
     pub fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (reactor, fd) = (&self.reactor, self.fd);

@@ -306,14 +306,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting quiver"
     );
     let config = Arc::new(config);
-    // SIGTERM/SIGINT set a flag; every shard notices it, stops serving, flushes its logs
-    // and returns, and the process exits 0. SIGKILL of course skips all of this, which
-    // is what recovery is for.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handler")?;
-    }
+    // SIGTERM/SIGINT wake every shard (a thread waits for the signal and sends on a watch
+    // channel; its waker reaches each shard's executor through glommio's foreign-wake
+    // eventfd); each stops serving, flushes its logs and returns, and the process exits 0.
+    // SIGKILL of course skips all of this, which is what recovery is for. No shard polls
+    // for it: a periodic timer fired ~50 times a second on every shard, and one that
+    // fires while a request is being served preempts it (docs/benchmarks.md, session 8).
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handler")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = stop_tx.send(true);
+            }
+        })
+        .context("starting the signal thread")?;
     let shard_count = runtime_config.cpus.len();
     let quic = if args.no_quic {
         None
@@ -338,7 +350,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     runtime::run(&runtime_config, move |ctx| {
         let config = Arc::clone(&config);
-        let stop = Arc::clone(&stop);
+        let mut stop = stop.clone();
         let quic = quic.clone();
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
@@ -374,9 +386,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            while !stop.load(Ordering::Relaxed) {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-            }
+            // Resolves on the signal (or, should the signal thread ever end, at once).
+            let _ = stop.wait_for(|stopping| *stopping).await;
             drop(listener);
             if let Some(q) = quic_shard {
                 q.stop().await;
@@ -401,4 +412,3 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};

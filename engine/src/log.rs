@@ -1028,6 +1028,15 @@ impl PartitionLog {
             }
         }
         if sync_now {
+            // Let the tasks this round woke run first: the connections whose acks=1
+            // appends were answered from the page cache are still to send those answers
+            // (a QUIC answer leaves from its connection's own task). The sync's request
+            // goes to the kernel at the executor's next reactor turn, and a turn that
+            // comes early (a timer firing mid-request preempts the task queue) would
+            // otherwise submit it first: an io_uring worker, the device's interrupts and
+            // the journal's kworker then run on this CPU ahead of those answers (traced:
+            // ~180 µs added to such an answer).
+            futures_lite::future::yield_now().await;
             for f in &synced_files {
                 f.fdatasync()
                     .await

@@ -60,16 +60,6 @@ impl Driver {
             }),
         }
     }
-
-    fn spawn<F>(&self, future: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        match self {
-            Driver::Shared(handle) => drop(handle.spawn(future)),
-            Driver::Own { runtime, .. } => drop(runtime.spawn(future)),
-        }
-    }
 }
 
 pub struct QuicLink {
@@ -166,7 +156,15 @@ impl QuicLink {
 impl ProduceLink for QuicLink {
     fn write(&mut self, batches: RequestBatches, meta: RequestMeta) -> Result<()> {
         let streams = &self.streams;
-        let pending = self.driver.block_on(async {
+        let acknowledgement = (self.acks != Acks::None).then(|| {
+            let acknowledger = self.acknowledger.clone();
+            let acked = match &self.driver {
+                Driver::Own { acked, .. } => Some(acked.clone()),
+                Driver::Shared(_) => None,
+            };
+            move |pending| wait_for_answers(pending, meta, acknowledger, acked)
+        });
+        self.driver.block_on(async {
             let mut pending = Vec::with_capacity(batches.len());
             for (partition, records) in batches {
                 let stream = streams
@@ -179,38 +177,14 @@ impl ProduceLink for QuicLink {
                         .with_context(|| format!("producing to partition {partition}"))?,
                 );
             }
-            anyhow::Ok(pending)
-        })?;
-        if self.acks == Acks::None {
-            return Ok(());
-        }
-        let acknowledger = self.acknowledger.clone();
-        let acked = match &self.driver {
-            Driver::Own { acked, .. } => Some(acked.clone()),
-            Driver::Shared(_) => None,
-        };
-        self.driver.spawn(async move {
-            let answers = join_all(pending).await;
-            let acked_ns = acknowledger.clock.now_ns();
-            let mut transport_failed = false;
-            for answer in answers {
-                if let Err(error) = answer {
-                    transport_failed |= error.code().is_none();
-                    acknowledger.stats.error(format!("QUIC produce: {error}"));
-                }
+            // Spawned from inside the runtime: on the own runtime that queues the task
+            // locally, where a spawn from outside would write the runtime's eventfd (and
+            // the next wait would read it back), two syscalls per request.
+            if let Some(acknowledgement) = acknowledgement {
+                drop(tokio::spawn(acknowledgement(pending)));
             }
-            if transport_failed {
-                // As over Kafka: a lost connection is not an acknowledgement.
-                acknowledger.in_flight.release();
-            } else {
-                // Broker errors were reported; the request is answered either way.
-                acknowledger.acknowledged(&meta, acked_ns);
-            }
-            if let Some(acked) = acked {
-                acked.notify_one();
-            }
-        });
-        Ok(())
+            anyhow::Ok(())
+        })
     }
 
     fn close(&mut self) {
@@ -266,6 +240,34 @@ impl ProduceLink for QuicLink {
             return clock.sleep_until(deadline_ns);
         };
         runtime.block_on(timer.sleep_until(clock, deadline_ns))
+    }
+}
+
+/// Waits for one request's answers (one per partition) and records its acknowledgement.
+async fn wait_for_answers(
+    pending: Vec<quiver_client::ProduceAck>,
+    meta: RequestMeta,
+    acknowledger: Acknowledger,
+    acked: Option<Arc<Notify>>,
+) {
+    let answers = join_all(pending).await;
+    let acked_ns = acknowledger.clock.now_ns();
+    let mut transport_failed = false;
+    for answer in answers {
+        if let Err(error) = answer {
+            transport_failed |= error.code().is_none();
+            acknowledger.stats.error(format!("QUIC produce: {error}"));
+        }
+    }
+    if transport_failed {
+        // As over Kafka: a lost connection is not an acknowledgement.
+        acknowledger.in_flight.release();
+    } else {
+        // Broker errors were reported; the request is answered either way.
+        acknowledger.acknowledged(&meta, acked_ns);
+    }
+    if let Some(acked) = acked {
+        acked.notify_one();
     }
 }
 
@@ -338,11 +340,13 @@ impl TimerFd {
                     expirations.len(),
                 )
             };
+            // Consumed or not, the timer is not readable now: clearing the readiness
+            // also spares the next sleep a `read` that could only say `EAGAIN`.
+            ready.clear_ready();
             if read == expirations.len() as isize {
                 return;
             }
             // Not yet (a stale readiness): wait for the edge.
-            ready.clear_ready();
         }
     }
 }

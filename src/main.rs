@@ -306,13 +306,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting quiver"
     );
     let config = Arc::new(config);
-    // SIGTERM/SIGINT wake every shard (a thread waits for the signal and sends on a watch
-    // channel; its waker reaches each shard's executor through glommio's foreign-wake
-    // eventfd); each stops serving, flushes its logs and returns, and the process exits 0.
-    // SIGKILL of course skips all of this, which is what recovery is for. No shard polls
-    // for it: a periodic timer fired ~50 times a second on every shard, and one that
-    // fires while a request is being served preempts it (docs/benchmarks.md, session 8).
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // SIGTERM/SIGINT: a thread waits for the signal and writes a byte to a socket pair;
+    // every shard waits for that socket to become readable through its own io_uring
+    // (`POLL_ADD`, so no glommio task is woken from another thread: docs/glommio.md,
+    // section 6), then stops serving, flushes its logs and returns, and the process exits
+    // 0. SIGKILL of course skips all of this, which is what recovery is for. No shard polls
+    // a flag: a 20 ms timer fired 50 times a second on every shard, and one that fires
+    // while a request is being served preempts it (docs/benchmarks.md, session 8).
+    let (stop_reader, mut stop_writer) =
+        std::os::unix::net::UnixStream::pair().context("creating the stop socket pair")?;
+    let stop = Arc::new(stop_reader);
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -322,7 +325,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if signals.forever().next().is_some() {
-                let _ = stop_tx.send(true);
+                // Never read: the socket stays readable and wakes every shard's poll.
+                let _ = std::io::Write::write_all(&mut stop_writer, &[1]);
+                // Keep the writer open, so the reader never sees an end of stream
+                // that a shard might take for something else.
+                std::thread::park();
             }
         })
         .context("starting the signal thread")?;
@@ -350,7 +357,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     runtime::run(&runtime_config, move |ctx| {
         let config = Arc::clone(&config);
-        let mut stop = stop.clone();
+        let stop = Arc::clone(&stop);
         let quic = quic.clone();
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
@@ -386,8 +393,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            // Resolves on the signal (or, should the signal thread ever end, at once).
-            let _ = stop.wait_for(|stopping| *stopping).await;
+            let mut stop_signal = glommio::net::FdReadiness::new(stop.as_raw_fd());
+            futures::future::poll_fn(|cx| stop_signal.poll_readable(cx)).await;
             drop(listener);
             if let Some(q) = quic_shard {
                 q.stop().await;
@@ -411,4 +418,5 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;

@@ -306,33 +306,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting quiver"
     );
     let config = Arc::new(config);
-    // SIGTERM/SIGINT: a thread waits for the signal and writes a byte to a socket pair;
-    // every shard waits for that socket to become readable through its own io_uring
-    // (`POLL_ADD`, so no glommio task is woken from another thread: docs/glommio.md,
-    // section 6), then stops serving, flushes its logs and returns, and the process exits
-    // 0. SIGKILL of course skips all of this, which is what recovery is for. No shard polls
-    // a flag: a 20 ms timer fired 50 times a second on every shard, and one that fires
-    // while a request is being served preempts it (docs/benchmarks.md, session 8).
-    let (stop_reader, mut stop_writer) =
+    // SIGTERM/SIGINT: signal-hook's self-pipe (`low_level::pipe`) writes a byte to a socket
+    // pair from the signal handler; every shard waits for the socket to become readable
+    // through its own io_uring (`POLL_ADD`, so no glommio task is woken from another
+    // thread: docs/glommio.md, section 6), then stops serving, flushes its logs and
+    // returns, and the process exits 0. Nothing reads the byte, so every shard's poll
+    // fires. SIGKILL of course skips all of this, which is what recovery is for. No shard
+    // polls a flag: a 20 ms timer fired 50 times a second on every shard, and one that
+    // fires while a request is being served preempts it (docs/benchmarks.md, session 8).
+    let (stop, stop_writer) =
         std::os::unix::net::UnixStream::pair().context("creating the stop socket pair")?;
-    let stop = Arc::new(stop_reader);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handler")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                // Never read: the socket stays readable and wakes every shard's poll.
-                let _ = std::io::Write::write_all(&mut stop_writer, &[1]);
-                // Keep the writer open, so the reader never sees an end of stream
-                // that a shard might take for something else.
-                std::thread::park();
-            }
-        })
-        .context("starting the signal thread")?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let writer = stop_writer
+            .try_clone()
+            .context("creating the stop socket pair")?;
+        signal_hook::low_level::pipe::register(signal, writer)
+            .context("installing signal handler")?;
+    }
+    let stop = Arc::new(stop);
     let shard_count = runtime_config.cpus.len();
     let quic = if args.no_quic {
         None

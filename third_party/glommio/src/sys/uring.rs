@@ -960,50 +960,6 @@ impl SleepableRing {
         source
     }
 
-    /// This function prepares a timer that fires only after a given number of
-    /// CQEs are available on the main ring. This timer is linked with a write
-    /// to the latency ring's event fd such that this timer triggers a
-    /// preemption via the latency ring.
-    #[allow(dead_code)] // QUIVER PATCH (7): no longer armed; see `Reactor::wait`.
-    fn prepare_throughput_preemption_timer(&mut self, min_events: u32, event_fd: RawFd) -> Source {
-        assert!(min_events >= 1, "min_events should be at least 1");
-        let timer_source = Source::new(
-            IoRequirements::default(),
-            -1,
-            SourceType::Timeout(TimeSpec64::MAX, min_events),
-            None,
-            None,
-        );
-
-        const EVENTFD_WAKEUP: &[u64; 1] = &[1u64; 1];
-        let write_op = UringDescriptor {
-            fd: event_fd,
-            flags: SubmissionFlags::empty(),
-            user_data: 0,
-            args: UringOpDescriptor::Write(EVENTFD_WAKEUP as *const u64 as _, 8, 0),
-        };
-
-        let op = match &*timer_source.source_type() {
-            SourceType::Timeout(ts, events) => {
-                UringOpDescriptor::Timeout(&ts.raw as *const _, *events)
-            }
-            _ => unreachable!(),
-        };
-        let queue = self.submission_queue();
-        queue.borrow_mut().submissions.push_front(write_op);
-        queue.borrow_mut().submissions.push_front(UringDescriptor {
-            args: op,
-            fd: -1,
-            flags: SubmissionFlags::IO_LINK,
-            user_data: to_user_data(
-                self.source_map
-                    .borrow_mut()
-                    .add_source(&timer_source, queue.clone()),
-            ),
-        });
-        timer_source
-    }
-
     fn install_eventfd(&mut self, eventfd_src: &Source) -> bool {
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             // Now must wait on the `eventfd` in case someone wants to wake us up.
@@ -1253,8 +1209,6 @@ pub(crate) struct Reactor {
     // QUIVER PATCH (1): when the armed latency timer is a preemption timer (not the user
     // timer armed for a sleep), the instant it fires.
     latency_preemption_deadline: Cell<Option<Instant>>,
-    #[allow(dead_code)] // QUIVER PATCH (7): never armed.
-    throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1386,7 +1340,6 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
-            throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1872,7 +1825,8 @@ impl Reactor {
             self.latency_preemption_deadline.set(None);
         }
 
-        // QUIVER PATCH (7): no throughput-based preemption timer. Upstream armed here a
+        // QUIVER PATCH (7): no throughput-based preemption timer (its field and its
+        // `prepare_throughput_preemption_timer` are removed too). Upstream armed here a
         // `TIMEOUT` that completes after `ring_depth` main-ring completions, linked to an
         // 8-byte `WRITE` to the latency ring's eventfd. io_uring cannot write an eventfd
         // without blocking, so every firing (every ~128 completions: every ~40 lone

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod compaction;
 pub mod error;
 pub mod foreign;
+pub mod group_sync;
 pub mod index;
 pub mod limits;
 pub mod log;

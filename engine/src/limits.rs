@@ -67,6 +67,16 @@ const _: () = assert!(TAIL_COMPACT_MAX_BYTES <= TAIL_SLAB_BYTES);
 /// them little relative to their size, and a bound keeps the synchronous copy short.
 pub const EARLY_WRITE_MAX_BYTES: usize = 64 * 1024;
 
+/// A shard syncs a partition's group commit with its own `fdatasync` while fewer than
+/// this many are in flight on the shard; further commits join one shared `syncfs`
+/// (engine/src/group_sync.rs). So a lone partition keeps `fdatasync` (~100 µs here, against
+/// ~190 µs for a `syncfs`), and a busy shard pays ~30 µs of `syncfs` per file instead of
+/// ~100 µs per parallel `fdatasync` and an io_uring worker each. 1,000 partitions at
+/// 20k msg/s: end-to-end p50 95-137 ms with `fdatasync` only, 14-22 ms with this at 1
+/// (docs/benchmarks.md, "Many partitions"). The commits waiting for a `syncfs` need no
+/// bound of their own: a partition has at most one commit in flight.
+pub const GROUP_SYNC_MIN_CONCURRENT: usize = 1;
+
 /// Staging buffers opened while a flush is in flight get at least this much room, so the
 /// appends arriving meanwhile coalesce into one write. An idle partition's buffer holds
 /// just the batch that opened it.

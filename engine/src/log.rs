@@ -1038,9 +1038,9 @@ impl PartitionLog {
             // ~180 µs added to such an answer).
             futures_lite::future::yield_now().await;
             for f in &synced_files {
-                f.fdatasync()
+                crate::group_sync::sync_file(f)
                     .await
-                    .map_err(|e| EngineError::io("fdatasync", file_path(f), e.into()))?;
+                    .map_err(|e| EngineError::io("fdatasync", file_path(f), e))?;
             }
             // The next round's writes may have completed meanwhile; only this round's
             // bytes are known to be covered by the sync.

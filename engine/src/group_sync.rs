@@ -1,0 +1,192 @@
+//! One `syncfs` for the group commits of many partitions of a shard.
+//!
+//! With the default durability policy every group commit of a partition ends with a sync
+//! of its segment file. One `fdatasync` per partition per round costs the device a cache
+//! flush (and often the journal a commit) each: 1,000 partitions taking 20 small rounds a
+//! second ask for 20,000 syncs a second, which this machine's disk serves at ~100 µs of
+//! device time apiece even with eight in parallel, and each one also wakes an io_uring
+//! worker on the shard's CPU. `syncfs` of the file system does the same work once for
+//! every dirty file: ~30 µs per file measured here (docs/benchmarks.md, "Many
+//! partitions").
+//!
+//! So a shard syncs each file with its own `fdatasync` while it has fewer than
+//! [`crate::limits::GROUP_SYNC_MIN_CONCURRENT`] of them in flight (a lone partition keeps
+//! its lowest latency), and beyond that the commits join a shared `syncfs`. A batch
+//! whose `syncfs` is running is closed: commits that arrive meanwhile wait for the next
+//! one, which starts when it ends.
+//!
+//! Why a member is durable when its batch completes: it joined after its round's writes
+//! completed, and the batch's `syncfs` started after every member joined. `syncfs` writes
+//! back every dirty page of the file system and waits for it (the page-cache copies of
+//! acks=1 appends included), commits the journal (size and extent changes) and flushes
+//! the device's cache: everything each member's `fdatasync` would have done, for every
+//! file at once. An error fails every member of the batch, whichever file it came from.
+//!
+//! `syncfs` has no io_uring operation, so it runs on the shard's glommio blocking thread
+//! (`spawn_blocking`); its completion comes back through the shard's own reactor, so no
+//! task is woken from another thread.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+
+use crate::limits::GROUP_SYNC_MIN_CONCURRENT;
+use crate::sync::oneshot;
+
+/// How a shard's syncs went, for tests and metrics (this thread's shard only).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSyncStats {
+    /// Files synced with their own `fdatasync`.
+    pub fdatasyncs: u64,
+    /// `syncfs` calls begun for batches.
+    pub syncfs_started: u64,
+    /// `syncfs` calls finished (successfully or not).
+    pub syncfs_completed: u64,
+    /// Commits a `syncfs` covered (each would have been one `fdatasync`).
+    pub syncfs_members: u64,
+}
+
+type SyncResult = Result<(), (io::ErrorKind, String)>;
+
+struct Member {
+    file: Rc<DmaFile>,
+    done: oneshot::Sender<SyncResult>,
+}
+
+struct Shard {
+    fdatasyncs_in_flight: usize,
+    min_concurrent: usize,
+    waiting: Vec<Member>,
+    batch_running: bool,
+    stats: GroupSyncStats,
+}
+
+thread_local! {
+    static SHARD: RefCell<Shard> = RefCell::new(Shard {
+        fdatasyncs_in_flight: 0,
+        min_concurrent: GROUP_SYNC_MIN_CONCURRENT,
+        waiting: Vec::new(),
+        batch_running: false,
+        stats: GroupSyncStats::default(),
+    });
+}
+
+/// This shard's counters.
+pub fn stats() -> GroupSyncStats {
+    SHARD.with(|s| s.borrow().stats)
+}
+
+/// Sets, for this shard, how many `fdatasync`s may be in flight before commits join a
+/// shared `syncfs` instead: 0 sends every sync to `syncfs`, `usize::MAX` never does.
+/// The default is [`GROUP_SYNC_MIN_CONCURRENT`].
+pub fn set_min_concurrent(n: usize) {
+    SHARD.with(|s| s.borrow_mut().min_concurrent = n);
+}
+
+/// Makes everything written to `file` so far durable: its own `fdatasync`, or a share
+/// of a `syncfs` when the shard is already syncing many files (see the module notes).
+pub async fn sync_file(file: &Rc<DmaFile>) -> io::Result<()> {
+    let own = SHARD.with(|s| {
+        let mut s = s.borrow_mut();
+        let own = s.fdatasyncs_in_flight < s.min_concurrent;
+        if own {
+            s.fdatasyncs_in_flight += 1;
+        }
+        own
+    });
+    if own {
+        let result = file.fdatasync().await;
+        SHARD.with(|s| {
+            let mut s = s.borrow_mut();
+            s.fdatasyncs_in_flight -= 1;
+            s.stats.fdatasyncs += 1;
+        });
+        return result.map_err(io::Error::from);
+    }
+    let (done, answer) = oneshot::channel();
+    let start = SHARD.with(|s| {
+        let mut s = s.borrow_mut();
+        s.waiting.push(Member {
+            file: Rc::clone(file),
+            done,
+        });
+        !std::mem::replace(&mut s.batch_running, true)
+    });
+    if start {
+        glommio::spawn_local(run_batches()).detach();
+    }
+    match answer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((kind, message))) => Err(io::Error::new(kind, message)),
+        Err(_) => Err(io::Error::other("the shard's group sync went away")),
+    }
+}
+
+/// Runs `syncfs` batches until no commit is waiting.
+async fn run_batches() {
+    loop {
+        let members = SHARD.with(|s| {
+            let mut s = s.borrow_mut();
+            let members = std::mem::take(&mut s.waiting);
+            if members.is_empty() {
+                s.batch_running = false;
+            }
+            members
+        });
+        if members.is_empty() {
+            return;
+        }
+        // One syncfs per file system in the batch (a data directory is normally one).
+        let mut devices: Vec<((u32, u32), SyncResult)> = Vec::new();
+        for m in &members {
+            let device = (m.file.dev_major(), m.file.dev_minor());
+            if devices.iter().any(|(d, _)| *d == device) {
+                continue;
+            }
+            SHARD.with(|s| s.borrow_mut().stats.syncfs_started += 1);
+            let result = syncfs(&m.file).await;
+            SHARD.with(|s| s.borrow_mut().stats.syncfs_completed += 1);
+            devices.push((device, result));
+        }
+        let failed = devices.iter().find_map(|(_, r)| r.clone().err());
+        SHARD.with(|s| s.borrow_mut().stats.syncfs_members += members.len() as u64);
+        for m in members {
+            // Any failure fails the whole batch: a writeback error is reported to
+            // whichever descriptor asks first, not necessarily the file it hit.
+            let result = match &failed {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+            let _ = m.done.send(result);
+        }
+    }
+}
+
+/// `syncfs` of the file system holding `file`, on the shard's blocking thread. The call
+/// gets its own duplicate of the descriptor, so it stays valid whatever the shard does
+/// with the file meanwhile.
+async fn syncfs(file: &DmaFile) -> SyncResult {
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointers; a non-negative result is a new
+    // descriptor owned by nothing else.
+    let raw = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        return Err((e.kind(), format!("dup for syncfs: {e}")));
+    }
+    // SAFETY: `raw` is a fresh descriptor that only this value owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    glommio::executor()
+        .spawn_blocking(move || {
+            // SAFETY: syncfs takes a descriptor, which `fd` keeps open for the call.
+            if unsafe { libc::syncfs(fd.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                let e = io::Error::last_os_error();
+                Err((e.kind(), format!("syncfs: {e}")))
+            }
+        })
+        .await
+}

@@ -67,14 +67,20 @@ const _: () = assert!(TAIL_COMPACT_MAX_BYTES <= TAIL_SLAB_BYTES);
 /// them little relative to their size, and a bound keeps the synchronous copy short.
 pub const EARLY_WRITE_MAX_BYTES: usize = 64 * 1024;
 
-/// A shard syncs a partition's group commit with its own `fdatasync` while fewer than
-/// this many are in flight on the shard; further commits join one shared `syncfs`
-/// (engine/src/group_sync.rs). So a lone partition keeps `fdatasync` (~100 µs here, against
-/// ~190 µs for a `syncfs`), and a busy shard pays ~30 µs of `syncfs` per file instead of
-/// ~100 µs per parallel `fdatasync` and an io_uring worker each. 1,000 partitions at
-/// 20k msg/s: end-to-end p50 95-137 ms with `fdatasync` only, 14-22 ms with this at 1
-/// (docs/benchmarks.md, "Many partitions"). The commits waiting for a `syncfs` need no
-/// bound of their own: a partition has at most one commit in flight.
+/// A shard whose partitions started at least `GROUP_SYNC_BUSY_SYNCS` syncs within one
+/// `GROUP_SYNC_BUSY_WINDOW` (this window or the last: 2,000 a second) is busy, and its
+/// commits may then share one `syncfs` instead of one `fdatasync` each (engine/src/
+/// group_sync.rs). Set between the two workloads measured: 1,000 partitions at 20k msg/s
+/// start ~6,700 syncs a second per shard and gain 6x end-to-end from batching; OMB's 100
+/// partitions at 50k msg/s start ~470 and lose from it (docs/benchmarks.md, "Many
+/// partitions").
+pub const GROUP_SYNC_BUSY_SYNCS: u32 = 20;
+pub const GROUP_SYNC_BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// While busy, a commit joins the shared `syncfs` when this many `fdatasync`s of the shard
+/// are already in flight; below it, it takes its own (~100 µs here, against ~190 µs for a
+/// lone `syncfs`, which then costs ~30 µs per further file). The commits waiting for a
+/// `syncfs` need no bound of their own: a partition has at most one commit in flight.
 pub const GROUP_SYNC_MIN_CONCURRENT: usize = 1;
 
 /// Staging buffers opened while a flush is in flight get at least this much room, so the

@@ -36,42 +36,48 @@ async fn yield_until(mut done: impl FnMut() -> bool) {
     panic!("condition not reached");
 }
 
-/// 32 partitions of one shard commit rounds at the same time: with the default policy one
-/// of them syncs on its own and the rest share `syncfs` calls, every append commits, and
-/// each log reads back exactly its own records after a reopen.
+async fn open_logs(dir: &std::path::Path, partitions: usize) -> Vec<Rc<PartitionLog>> {
+    let mut logs = Vec::new();
+    for p in 0..partitions {
+        let d = dir.join(format!("p-{p}"));
+        std::fs::create_dir_all(&d).unwrap();
+        logs.push(PartitionLog::open(&d, LogConfig::default()).await.unwrap());
+    }
+    logs
+}
+
+/// Every log appends one batch at the same time; waits until all are committed.
+async fn commit_round(logs: &[Rc<PartitionLog>], round: usize) {
+    let tasks: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(p, log)| {
+            let log = Rc::clone(log);
+            glommio::spawn_local(async move {
+                let ticket = log
+                    .append(&batch_for(p, round), LeaderEpoch(1))
+                    .await
+                    .unwrap();
+                ticket.committed().await.unwrap().base_offset
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await, Offset(round as i64));
+    }
+}
+
+/// 32 partitions of one shard commit rounds at the same time: with the default policy the
+/// first syncs go out alone, then (the shard busy) the rest share `syncfs` calls; every
+/// append commits, and each log reads back exactly its own records after a reopen.
 #[test]
 fn many_partitions_share_syncfs_and_read_back_after_reopen() {
     run("many", |dir| async move {
         const PARTITIONS: usize = 32;
         const ROUNDS: usize = 5;
-        let open_all = |dir: PathBuf| async move {
-            let mut logs = Vec::new();
-            for p in 0..PARTITIONS {
-                let d = dir.join(format!("p-{p}"));
-                std::fs::create_dir_all(&d).unwrap();
-                logs.push(PartitionLog::open(&d, LogConfig::default()).await.unwrap());
-            }
-            logs
-        };
-        let logs = open_all(dir.clone()).await;
+        let logs = open_logs(&dir, PARTITIONS).await;
         for round in 0..ROUNDS {
-            let tasks: Vec<_> = logs
-                .iter()
-                .enumerate()
-                .map(|(p, log)| {
-                    let log = Rc::clone(log);
-                    glommio::spawn_local(async move {
-                        let ticket = log
-                            .append(&batch_for(p, round), LeaderEpoch(1))
-                            .await
-                            .unwrap();
-                        ticket.committed().await.unwrap().base_offset
-                    })
-                })
-                .collect();
-            for t in tasks {
-                assert_eq!(t.await, Offset(round as i64));
-            }
+            commit_round(&logs, round).await;
         }
         let stats = group_sync::stats();
         assert!(stats.fdatasyncs >= 1, "{stats:?}");
@@ -89,7 +95,7 @@ fn many_partitions_share_syncfs_and_read_back_after_reopen() {
             log.flushed().await;
         }
         drop(logs);
-        for (p, log) in open_all(dir).await.iter().enumerate() {
+        for (p, log) in open_logs(&dir, PARTITIONS).await.iter().enumerate() {
             assert_eq!(log.log_end_offset(), Offset(ROUNDS as i64));
             let out = log.read(Offset(0), 1 << 20).await.unwrap();
             let bytes: Vec<u8> = out.chunks.iter().flat_map(|c| c.iter().copied()).collect();
@@ -114,7 +120,10 @@ fn many_partitions_share_syncfs_and_read_back_after_reopen() {
 #[test]
 fn a_commit_joining_during_a_syncfs_waits_for_the_next() {
     run("order", |dir| async move {
-        group_sync::set_min_concurrent(0);
+        group_sync::set_policy(group_sync::Policy {
+            busy_syncs: 0,
+            min_concurrent: 0,
+        });
         let mut files = Vec::new();
         for name in ["a", "b", "c"] {
             let f = DmaFile::create(dir.join(name)).await.unwrap();
@@ -159,5 +168,27 @@ fn a_commit_joining_during_a_syncfs_waits_for_the_next() {
             "no syncfs was still running when the second commit joined"
         );
         assert_eq!(group_sync::stats().fdatasyncs, 0);
+    });
+}
+
+/// A quiet shard (fewer syncs than `GROUP_SYNC_BUSY_SYNCS` in its window) keeps one
+/// `fdatasync` per commit even when commits overlap: a lone `syncfs` is the slower call.
+#[test]
+fn a_quiet_shard_keeps_fdatasync_for_overlapping_commits() {
+    run("quiet", |dir| async move {
+        let logs = open_logs(&dir, 8).await;
+        for round in 0..2 {
+            commit_round(&logs, round).await;
+        }
+        let stats = group_sync::stats();
+        assert!(
+            16 <= quiver_engine::limits::GROUP_SYNC_BUSY_SYNCS,
+            "needs a quiet shard"
+        );
+        assert_eq!(
+            (stats.fdatasyncs, stats.syncfs_started),
+            (16, 0),
+            "{stats:?}"
+        );
     });
 }

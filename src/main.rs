@@ -139,6 +139,13 @@ struct ServeArgs {
     /// append is on disk); N > 0 = acknowledge after the write and sync every N ms.
     #[arg(long, default_value_t = 0)]
     flush_ms: u64,
+    /// Syncs a second above which a shard's overlapping group commits share one
+    /// `syncfs` of the data directory's file system instead of one `fdatasync` each
+    /// (many partitions; 0: never). A `syncfs` also writes back anything else dirty on
+    /// that file system, so lower it only where Quiver has the file system to itself,
+    /// and set 0 where other heavy writers share it.
+    #[arg(long, default_value_t = quiver_engine::limits::GROUP_SYNC_BUSY_RATE)]
+    group_sync_busy_rate: u64,
     /// Microseconds an idle shard keeps polling for work before it sleeps in the
     /// kernel (0: sleep at once). Spinning saves the wake-up on the next request
     /// (lower latency at low load) and costs CPU while idle.
@@ -346,7 +353,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         Some(listener)
     };
+    let group_sync = quiver_engine::group_sync::Policy::with_busy_rate(args.group_sync_busy_rate);
     runtime::run(&runtime_config, move |ctx| {
+        quiver_engine::group_sync::set_policy(group_sync);
         let config = Arc::clone(&config);
         let stop = Arc::clone(&stop);
         let quic = quic.clone();

@@ -12,8 +12,8 @@
 //! `syncfs` is not free either: a lone one costs ~190 µs here against ~100 µs for
 //! `fdatasync`, and it is one call after another where `fdatasync`s run side by side. So
 //! a shard keeps `fdatasync` while it is quiet and only batches when it is busy: once it
-//! has started [`GROUP_SYNC_BUSY_SYNCS`] syncs within a [`GROUP_SYNC_BUSY_WINDOW`] (this
-//! window or the last), a commit that finds [`GROUP_SYNC_MIN_CONCURRENT`] `fdatasync`s in
+//! starts syncs at [`GROUP_SYNC_BUSY_RATE`] or more within a [`GROUP_SYNC_BUSY_WINDOW`]
+//! (this window or the last), a commit that finds [`GROUP_SYNC_MIN_CONCURRENT`] `fdatasync`s in
 //! flight joins the shared `syncfs` instead. Measured (docs/benchmarks.md, "Many
 //! partitions"): 1,000 partitions at 20k msg/s start ~6,700 syncs a second per shard and
 //! gain 6x in end-to-end latency; OMB's 100 partitions at 50k msg/s start ~470 and lost
@@ -41,7 +41,7 @@ use glommio::io::DmaFile;
 
 use std::time::Instant;
 
-use crate::limits::{GROUP_SYNC_BUSY_SYNCS, GROUP_SYNC_BUSY_WINDOW, GROUP_SYNC_MIN_CONCURRENT};
+use crate::limits::{GROUP_SYNC_BUSY_RATE, GROUP_SYNC_BUSY_WINDOW, GROUP_SYNC_MIN_CONCURRENT};
 use crate::sync::oneshot;
 
 /// How a shard's syncs went, for tests and metrics (this thread's shard only).
@@ -67,20 +67,33 @@ struct Member {
 /// When a shard batches its syncs (see the module notes); tests set their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Syncs started within one `GROUP_SYNC_BUSY_WINDOW` that make the shard busy (this
-    /// window and the next): 0 means always busy, `u32::MAX` never.
+    /// More syncs than this started within one `GROUP_SYNC_BUSY_WINDOW` make the shard
+    /// busy (that window and the next): 0 means always busy, `u32::MAX` never.
     pub busy_syncs: u32,
     /// While busy, a commit joins the shared `syncfs` when at least this many `fdatasync`s
     /// are in flight (0: always).
     pub min_concurrent: usize,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
+impl Policy {
+    /// The default policy, busy from `per_second` syncs a second of the shard (0: never
+    /// batch; `quiver serve --group-sync-busy-rate`).
+    pub fn with_busy_rate(per_second: u64) -> Policy {
+        let window_ms = GROUP_SYNC_BUSY_WINDOW.as_millis() as u64;
+        let busy_syncs = match per_second {
+            0 => u32::MAX,
+            n => (n.saturating_mul(window_ms) / 1000).clamp(1, u32::MAX as u64 - 1) as u32,
+        };
         Policy {
-            busy_syncs: GROUP_SYNC_BUSY_SYNCS,
+            busy_syncs,
             min_concurrent: GROUP_SYNC_MIN_CONCURRENT,
         }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::with_busy_rate(GROUP_SYNC_BUSY_RATE)
     }
 }
 
@@ -98,10 +111,7 @@ struct Shard {
 thread_local! {
     static SHARD: RefCell<Shard> = RefCell::new(Shard {
         fdatasyncs_in_flight: 0,
-        policy: Policy {
-            busy_syncs: GROUP_SYNC_BUSY_SYNCS,
-            min_concurrent: GROUP_SYNC_MIN_CONCURRENT,
-        },
+        policy: Policy::default(),
         window_start: None,
         window_syncs: 0,
         last_window_busy: false,
@@ -130,7 +140,7 @@ impl Shard {
             Some(start) => {
                 // A window with no sync at all in between ends the busy spell too.
                 let gap = now.duration_since(start) >= 2 * GROUP_SYNC_BUSY_WINDOW;
-                self.last_window_busy = !gap && self.window_syncs >= self.policy.busy_syncs;
+                self.last_window_busy = !gap && self.window_syncs > self.policy.busy_syncs;
                 self.window_start = Some(now);
                 self.window_syncs = 0;
             }

@@ -67,14 +67,14 @@ const _: () = assert!(TAIL_COMPACT_MAX_BYTES <= TAIL_SLAB_BYTES);
 /// them little relative to their size, and a bound keeps the synchronous copy short.
 pub const EARLY_WRITE_MAX_BYTES: usize = 64 * 1024;
 
-/// A shard whose partitions started at least `GROUP_SYNC_BUSY_SYNCS` syncs within one
-/// `GROUP_SYNC_BUSY_WINDOW` (this window or the last: 2,000 a second) is busy, and its
-/// commits may then share one `syncfs` instead of one `fdatasync` each (engine/src/
-/// group_sync.rs). Set between the two workloads measured: 1,000 partitions at 20k msg/s
-/// start ~6,700 syncs a second per shard and gain 6x end-to-end from batching; OMB's 100
-/// partitions at 50k msg/s start ~470 and lose from it (docs/benchmarks.md, "Many
-/// partitions").
-pub const GROUP_SYNC_BUSY_SYNCS: u32 = 20;
+/// A shard whose partitions started syncs at this rate or more within one
+/// `GROUP_SYNC_BUSY_WINDOW` (this window or the last) is busy, and its commits may then
+/// share one `syncfs` instead of one `fdatasync` each (engine/src/group_sync.rs; `quiver
+/// serve --group-sync-busy-rate`). Set between the two workloads measured: 1,000
+/// partitions at 20k msg/s start ~6,700 syncs a second per shard and gain 6x end-to-end
+/// from batching; OMB's 100 partitions at 50k msg/s start ~470 and lose from it
+/// (docs/benchmarks.md, "Many partitions").
+pub const GROUP_SYNC_BUSY_RATE: u64 = 2_000;
 pub const GROUP_SYNC_BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// While busy, a commit joins the shared `syncfs` when this many `fdatasync`s of the shard

@@ -171,12 +171,12 @@ fn a_commit_joining_during_a_syncfs_waits_for_the_next() {
     });
 }
 
-/// A quiet shard (fewer syncs than `GROUP_SYNC_BUSY_SYNCS` in its window) keeps one
+/// A quiet shard (below `GROUP_SYNC_BUSY_RATE` in its window) keeps one
 /// `fdatasync` per commit even when commits overlap: a lone `syncfs` is the slower call.
 #[test]
 fn a_quiet_shard_keeps_fdatasync_for_overlapping_commits() {
     // 8 partitions, 2 rounds: 16 syncs, within one quiet window.
-    const _: () = assert!(16 <= quiver_engine::limits::GROUP_SYNC_BUSY_SYNCS);
+    assert!(16 <= group_sync::Policy::default().busy_syncs);
     run("quiet", |dir| async move {
         let logs = open_logs(&dir, 8).await;
         for round in 0..2 {

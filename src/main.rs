@@ -355,13 +355,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let group_sync = quiver_engine::group_sync::Policy::with_busy_rate(args.group_sync_busy_rate);
     runtime::run(&runtime_config, move |ctx| {
-        quiver_engine::group_sync::set_policy(group_sync);
         let config = Arc::clone(&config);
         let stop = Arc::clone(&stop);
         let quic = quic.clone();
         async move {
             if let Err(e) = runtime::prepare_io(&config.data_dir).await {
                 tracing::error!(error = %e, "storage is not usable for direct I/O");
+                std::process::exit(2);
+            }
+            // Before any log is opened: the shard's syncfs descriptor must predate its writes.
+            if let Err(e) = quiver_engine::group_sync::init(group_sync, &config.data_dir) {
+                tracing::error!(error = %e, "cannot open the data directory for syncfs");
                 std::process::exit(2);
             }
             let shard = match Shard::start(ctx, Arc::clone(&config)).await {

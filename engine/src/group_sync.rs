@@ -26,20 +26,35 @@
 //! back every dirty page of the file system and waits for it (the page-cache copies of
 //! acks=1 appends included), commits the journal (size and extent changes) and flushes
 //! the device's cache: everything each member's `fdatasync` would have done, for every
-//! file at once. An error fails every member of the batch, whichever file it came from.
+//! file at once.
+//!
+//! Errors. `syncfs` reports a writeback error of any file of the file system, once per
+//! open file description, if it happened after that description was opened (the
+//! superblock's error sequence, Linux 5.8+). So the broker calls [`init`] at shard start,
+//! before any log is opened: the shard's `syncfs` calls all go through one descriptor of
+//! the data directory opened before any of its writes, and no error can predate it. An
+//! error fails every member of the batch (it cannot say which file it hit) and puts the
+//! shard back on `fdatasync` for good: each file's own `fdatasync` then reports an error
+//! that hit it (per-file error sequence), so a partition whose pages were lost learns it
+//! even if its round was not in the failed batch. Without `init` (tests), a batch uses a
+//! duplicate of a member's descriptor, which misses errors from before that file was
+//! opened.
 //!
 //! `syncfs` has no io_uring operation, so it runs on the shard's glommio blocking thread
 //! (`spawn_blocking`); its completion comes back through the shard's own reactor, so no
 //! task is woken from another thread.
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use glommio::io::DmaFile;
-
-use std::time::Instant;
 
 use crate::limits::{GROUP_SYNC_BUSY_RATE, GROUP_SYNC_BUSY_WINDOW, GROUP_SYNC_MIN_CONCURRENT};
 use crate::sync::oneshot;
@@ -57,7 +72,7 @@ pub struct GroupSyncStats {
     pub syncfs_members: u64,
 }
 
-type SyncResult = Result<(), (io::ErrorKind, String)>;
+type SyncResult<T = ()> = Result<T, (io::ErrorKind, String)>;
 
 struct Member {
     file: Rc<DmaFile>,
@@ -97,8 +112,17 @@ impl Default for Policy {
     }
 }
 
+/// The data directory, opened by [`init`], and its device.
+struct SyncfsTarget {
+    dir: Arc<File>,
+    device: (u32, u32),
+}
+
 struct Shard {
     fdatasyncs_in_flight: usize,
+    target: Option<SyncfsTarget>,
+    /// A `syncfs` failed: `fdatasync` only from then on.
+    poisoned: bool,
     policy: Policy,
     window_start: Option<Instant>,
     window_syncs: u32,
@@ -111,6 +135,8 @@ struct Shard {
 thread_local! {
     static SHARD: RefCell<Shard> = RefCell::new(Shard {
         fdatasyncs_in_flight: 0,
+        target: None,
+        poisoned: false,
         policy: Policy::default(),
         window_start: None,
         window_syncs: 0,
@@ -129,6 +155,24 @@ pub fn stats() -> GroupSyncStats {
 /// Sets this shard's policy (the default is [`Policy::default`]).
 pub fn set_policy(policy: Policy) {
     SHARD.with(|s| s.borrow_mut().policy = policy);
+}
+
+/// Sets the shard's policy and opens `data_dir` as the descriptor every `syncfs` of the
+/// shard goes through. Call it on the shard before it opens any log (see the module notes
+/// on errors).
+pub fn init(policy: Policy, data_dir: &Path) -> io::Result<()> {
+    let dir = File::open(data_dir)?;
+    let meta = dir.metadata()?;
+    let device = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    SHARD.with(|s| {
+        let mut s = s.borrow_mut();
+        s.policy = policy;
+        s.target = Some(SyncfsTarget {
+            dir: Arc::new(dir),
+            device,
+        });
+    });
+    Ok(())
 }
 
 impl Shard {
@@ -156,7 +200,7 @@ impl Shard {
 pub async fn sync_file(file: &Rc<DmaFile>) -> io::Result<()> {
     let own = SHARD.with(|s| {
         let mut s = s.borrow_mut();
-        let own = !s.busy() || s.fdatasyncs_in_flight < s.policy.min_concurrent;
+        let own = s.poisoned || !s.busy() || s.fdatasyncs_in_flight < s.policy.min_concurrent;
         if own {
             s.fdatasyncs_in_flight += 1;
         }
@@ -211,13 +255,33 @@ async fn run_batches() {
             if devices.iter().any(|(d, _)| *d == device) {
                 continue;
             }
-            SHARD.with(|s| s.borrow_mut().stats.syncfs_started += 1);
-            let result = syncfs(&m.file).await;
+            let dir = SHARD.with(|s| {
+                let mut s = s.borrow_mut();
+                s.stats.syncfs_started += 1;
+                s.target
+                    .as_ref()
+                    .filter(|t| t.device == device)
+                    .map(|t| Arc::clone(&t.dir))
+            });
+            let result = match dir {
+                Some(dir) => syncfs(dir).await,
+                None => match duplicate(&m.file) {
+                    Ok(fd) => syncfs(fd).await,
+                    Err(e) => Err(e),
+                },
+            };
             SHARD.with(|s| s.borrow_mut().stats.syncfs_completed += 1);
             devices.push((device, result));
         }
         let failed = devices.iter().find_map(|(_, r)| r.clone().err());
-        SHARD.with(|s| s.borrow_mut().stats.syncfs_members += members.len() as u64);
+        SHARD.with(|s| {
+            let mut s = s.borrow_mut();
+            s.stats.syncfs_members += members.len() as u64;
+            if let Some((_, e)) = &failed {
+                tracing::error!(error = %e, "syncfs failed; this shard syncs each file on its own from now on");
+                s.poisoned = true;
+            }
+        });
         for m in members {
             // Any failure fails the whole batch: a writeback error is reported to
             // whichever descriptor asks first, not necessarily the file it hit.
@@ -230,10 +294,9 @@ async fn run_batches() {
     }
 }
 
-/// `syncfs` of the file system holding `file`, on the shard's blocking thread. The call
-/// gets its own duplicate of the descriptor, so it stays valid whatever the shard does
-/// with the file meanwhile.
-async fn syncfs(file: &DmaFile) -> SyncResult {
+/// A duplicate of `file`'s descriptor, owned by nothing else, for a `syncfs` that must not
+/// depend on what the shard does with the file meanwhile.
+fn duplicate(file: &DmaFile) -> SyncResult<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes no pointers; a non-negative result is a new
     // descriptor owned by nothing else.
     let raw = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -242,7 +305,12 @@ async fn syncfs(file: &DmaFile) -> SyncResult {
         return Err((e.kind(), format!("dup for syncfs: {e}")));
     }
     // SAFETY: `raw` is a fresh descriptor that only this value owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `syncfs` of the file system holding `fd`, on the shard's blocking thread; the closure
+/// owns (a reference to) the descriptor, so it stays open for the call.
+async fn syncfs<F: AsRawFd + Send + 'static>(fd: F) -> SyncResult {
     glommio::executor()
         .spawn_blocking(move || {
             // SAFETY: syncfs takes a descriptor, which `fd` keeps open for the call.

@@ -75,6 +75,7 @@ fn many_partitions_share_syncfs_and_read_back_after_reopen() {
     run("many", |dir| async move {
         const PARTITIONS: usize = 32;
         const ROUNDS: usize = 5;
+        group_sync::init(group_sync::Policy::default(), &dir).unwrap();
         let logs = open_logs(&dir, PARTITIONS).await;
         for round in 0..ROUNDS {
             commit_round(&logs, round).await;

@@ -323,3 +323,22 @@ async fn syncfs<F: AsRawFd + Send + 'static>(fd: F) -> SyncResult {
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_rate_maps_to_syncs_per_window() {
+        // 10 ms windows: 2,000 a second is more than 20 in a window.
+        assert_eq!(Policy::with_busy_rate(2_000).busy_syncs, 20);
+        assert_eq!(
+            Policy::default(),
+            Policy::with_busy_rate(GROUP_SYNC_BUSY_RATE)
+        );
+        // 0 turns batching off; a tiny rate still needs one sync in the window.
+        assert_eq!(Policy::with_busy_rate(0).busy_syncs, u32::MAX);
+        assert_eq!(Policy::with_busy_rate(1).busy_syncs, 1);
+        assert!(Policy::with_busy_rate(u64::MAX).busy_syncs < u32::MAX);
+    }
+}

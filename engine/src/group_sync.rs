@@ -249,12 +249,14 @@ async fn run_batches() {
             return;
         }
         // One syncfs per file system in the batch (a data directory is normally one).
-        let mut devices: Vec<((u32, u32), SyncResult)> = Vec::new();
+        let mut synced: Vec<(u32, u32)> = Vec::new();
+        let mut failed = None;
         for m in &members {
             let device = (m.file.dev_major(), m.file.dev_minor());
-            if devices.iter().any(|(d, _)| *d == device) {
+            if synced.contains(&device) {
                 continue;
             }
+            synced.push(device);
             let dir = SHARD.with(|s| {
                 let mut s = s.borrow_mut();
                 s.stats.syncfs_started += 1;
@@ -271,9 +273,10 @@ async fn run_batches() {
                 },
             };
             SHARD.with(|s| s.borrow_mut().stats.syncfs_completed += 1);
-            devices.push((device, result));
+            if let Err(e) = result {
+                failed.get_or_insert(e);
+            }
         }
-        let failed = devices.iter().find_map(|(_, r)| r.clone().err());
         SHARD.with(|s| {
             let mut s = s.borrow_mut();
             s.stats.syncfs_members += members.len() as u64;

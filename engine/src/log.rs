@@ -1043,7 +1043,7 @@ impl PartitionLog {
             for f in &synced_files {
                 crate::group_sync::sync_file(f)
                     .await
-                    .map_err(|e| EngineError::io("fdatasync", file_path(f), e))?;
+                    .map_err(|e| EngineError::io("sync", file_path(f), e))?;
             }
             // The next round's writes may have completed meanwhile; only this round's
             // bytes are known to be covered by the sync.
@@ -1204,7 +1204,7 @@ impl PartitionLog {
             }
             for f in files {
                 if let Err(e) = crate::group_sync::sync_file(&f).await {
-                    tracing::error!(error = %e, "interval fdatasync failed; failing the log");
+                    tracing::error!(error = %e, "interval sync failed; failing the log");
                     log.state.borrow_mut().failed = true;
                 }
             }

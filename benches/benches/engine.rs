@@ -180,6 +180,49 @@ fn read_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// A consumer tailing a partition of lone small appends: every append was its own round,
+/// so the tail cache holds one small chunk per batch, and each read asks for the newest
+/// batch only. Its cost must not grow with how many chunks the tail holds.
+fn read_newest_of_many_chunks(c: &mut Criterion) {
+    const BATCH_BYTES: usize = 1 << 10;
+    let shard = BenchShard::start(&bench_dir("bench-read-newest"));
+    let mut group = c.benchmark_group("read_newest_lone_1KiB");
+    for chunks in [16usize, 2_000] {
+        let dir = shard.dir().to_path_buf();
+        let name = format!("newest-{chunks}");
+        let newest = shard.run({
+            let name = name.clone();
+            move || async move {
+                let log = log_named(&dir, &name).await;
+                let batch = batch_of_size(BATCH_BYTES, RECORD_BYTES);
+                let mut last = Offset(0);
+                for _ in 0..chunks {
+                    let ticket = log.append(&batch, LeaderEpoch(0)).await.expect("append");
+                    last = ticket.outcome().base_offset;
+                    ticket.committed().await.expect("committed");
+                }
+                last
+            }
+        });
+        group.bench_function(BenchmarkId::new("tail_chunks", chunks), |b| {
+            b.iter_custom(|iters| {
+                let (dir, name) = (shard.dir().to_path_buf(), name.clone());
+                shard.run(move || async move {
+                    let log = log_named(&dir, &name).await;
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let out = log.read(newest, 1 << 20).await.expect("read");
+                        assert!(out.total_len() >= BATCH_BYTES / 2, "short read");
+                        black_box(out);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = pure;
     config = Criterion::default();
@@ -189,6 +232,6 @@ criterion_group! {
     name = io;
     // Each iteration waits for the disk; fewer samples keep the run in minutes.
     config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(5));
-    targets = append_path, read_path
+    targets = append_path, read_path, read_newest_of_many_chunks
 }
 criterion_main!(pure, io);

@@ -156,6 +156,56 @@ async fn outside_checks(service: Service<ExternalHandle>) {
     assert_eq!(data.next_offset, Some(3));
     assert!(!data.is_empty());
 
+    // Long poll over several partitions whose min_bytes needs two of them: the first
+    // append wakes the read, which re-reads that partition only and keeps waiting on the
+    // others' watches; the second append must then wake it for the right partition.
+    service
+        .create_topic("svc3".into(), 3, vec![])
+        .await
+        .unwrap();
+    let one = batch(&[b"p"]);
+    let reader = {
+        let service = service.clone();
+        let min_bytes = one.len() + 1;
+        std::thread::spawn(move || {
+            futures::executor::block_on(async {
+                let started = Instant::now();
+                let r = service
+                    .read(ReadRequest {
+                        partitions: (0..3)
+                            .map(|partition| ReadPartition {
+                                topic: "svc3".into(),
+                                partition,
+                                offset: 0,
+                                max_bytes: 1 << 20,
+                            })
+                            .collect(),
+                        min_bytes,
+                        max_wait: Duration::from_secs(10),
+                    })
+                    .await;
+                (started.elapsed(), r)
+            })
+        })
+    };
+    for partition in [0, 1] {
+        std::thread::sleep(Duration::from_millis(100));
+        service
+            .append("svc3".into(), partition, vec![one.clone()], Acks::All)
+            .await
+            .unwrap();
+    }
+    let (waited, results) = reader.join().unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let data: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        data.iter().map(|d| d.high_watermark).collect::<Vec<_>>(),
+        vec![1, 1, 0]
+    );
+    assert_eq!(data[0].len(), one.len());
+    assert_eq!(data[1].len(), one.len());
+    assert!(data[2].is_empty());
+
     let bad = service
         .append("svc".into(), 7, vec![batch(&[b"x"])], Acks::All)
         .await

@@ -566,25 +566,14 @@ pub mod local {
 
     /// Reads with long polling: returns once `min_bytes` are available over all
     /// partitions, a partition fails, or `max_wait` has passed (then with whatever is
-    /// there). Partitions that had nothing are watched; a wake-up re-reads only those whose
-    /// high watermark moved, keeping the others' answers and watches. (Re-reading every
-    /// partition on each wake-up made a consumer of 500 quiet partitions read all 500
-    /// twice per fetch.)
+    /// there). Wakes on the first partition whose high watermark moves.
     pub async fn read(request: ReadRequest) -> Vec<ServiceResult<PartitionData>> {
         let start = Instant::now();
         let wanted = request.partitions;
-        let may_wait_at_all = !request.max_wait.is_zero() && request.min_bytes > 0;
-        let mut got = read_everywhere(&wanted, may_wait_at_all).await;
-        // Watches of the partitions that had nothing, by their index in `wanted`.
-        let mut watches: Vec<(usize, oneshot::Receiver<()>)> = Vec::new();
         loop {
-            for (i, g) in got.iter_mut().enumerate() {
-                if let Some(w) = g.watch.take() {
-                    watches.push((i, w));
-                }
-            }
             let remaining = request.max_wait.saturating_sub(start.elapsed());
             let may_wait = !remaining.is_zero() && request.min_bytes > 0;
+            let got = read_everywhere(&wanted, may_wait).await;
             let total: usize = got
                 .iter()
                 .filter_map(|g| g.result.as_ref().ok())
@@ -594,27 +583,14 @@ pub mod local {
             if total >= request.min_bytes.max(1) || any_error || !may_wait || wanted.is_empty() {
                 return got.into_iter().map(|g| g.result).collect();
             }
-            let mut fired = Vec::new();
+            let watches: Vec<_> = got.into_iter().filter_map(|g| g.watch).collect();
             if watches.is_empty() {
                 glommio::timer::sleep(remaining).await;
             } else {
-                let (mut indexes, receivers): (Vec<usize>, Vec<_>) = watches.drain(..).unzip();
-                let any = futures::future::select_all(receivers);
+                let any = futures::future::select_all(watches);
                 let timeout = glommio::timer::sleep(remaining);
                 futures::pin_mut!(timeout);
-                if let futures::future::Either::Left(((_, first, rest), _)) =
-                    futures::future::select(any, timeout).await
-                {
-                    // `select_all` hands back the others after a `swap_remove`.
-                    fired.push(indexes.swap_remove(first));
-                    for (i, mut rx) in indexes.into_iter().zip(rest) {
-                        match rx.try_recv() {
-                            Ok(None) => watches.push((i, rx)),
-                            // Moved meanwhile too, or the log went away: read it again.
-                            _ => fired.push(i),
-                        }
-                    }
-                }
+                let _ = futures::future::select(any, timeout).await;
             }
             if start.elapsed() >= request.max_wait {
                 // One last read so data that arrived exactly at the deadline is returned.
@@ -623,14 +599,6 @@ pub mod local {
                     .into_iter()
                     .map(|g| g.result)
                     .collect();
-            }
-            if fired.is_empty() {
-                continue;
-            }
-            fired.sort_unstable();
-            let again: Vec<ReadPartition> = fired.iter().map(|&i| wanted[i].clone()).collect();
-            for (i, r) in fired.into_iter().zip(read_everywhere(&again, true).await) {
-                got[i] = r;
             }
         }
     }

@@ -12,7 +12,7 @@
 //! `syncfs` is not free either: a lone one costs ~190 µs here against ~100 µs for
 //! `fdatasync`, and it is one call after another where `fdatasync`s run side by side. So
 //! a shard keeps `fdatasync` while it is quiet and only batches when it is busy: once it
-//! starts syncs at [`GROUP_SYNC_BUSY_RATE`] or more within a [`GROUP_SYNC_BUSY_WINDOW`]
+//! starts syncs faster than [`GROUP_SYNC_BUSY_RATE`] within a [`GROUP_SYNC_BUSY_WINDOW`]
 //! (this window or the last), a commit that finds [`GROUP_SYNC_MIN_CONCURRENT`] `fdatasync`s in
 //! flight joins the shared `syncfs` instead. Measured (docs/benchmarks.md, "Many
 //! partitions"): 1,000 partitions at 20k msg/s start ~6,700 syncs a second per shard and
@@ -339,7 +339,7 @@ mod tests {
             Policy::default(),
             Policy::with_busy_rate(GROUP_SYNC_BUSY_RATE)
         );
-        // 0 turns batching off; a tiny rate still needs one sync in the window.
+        // 0 turns batching off; a tiny rate still needs more than one sync in a window.
         assert_eq!(Policy::with_busy_rate(0).busy_syncs, u32::MAX);
         assert_eq!(Policy::with_busy_rate(1).busy_syncs, 1);
         assert!(Policy::with_busy_rate(u64::MAX).busy_syncs < u32::MAX);

@@ -67,7 +67,7 @@ const _: () = assert!(TAIL_COMPACT_MAX_BYTES <= TAIL_SLAB_BYTES);
 /// them little relative to their size, and a bound keeps the synchronous copy short.
 pub const EARLY_WRITE_MAX_BYTES: usize = 64 * 1024;
 
-/// A shard whose partitions started syncs at this rate or more within one
+/// A shard whose partitions started syncs faster than this within one
 /// `GROUP_SYNC_BUSY_WINDOW` (this window or the last) is busy, and its commits may then
 /// share one `syncfs` instead of one `fdatasync` each (engine/src/group_sync.rs; `quiver
 /// serve --group-sync-busy-rate`). Set between the two workloads measured: 1,000

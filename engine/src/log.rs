@@ -1328,17 +1328,20 @@ impl PartitionLog {
     /// up is read from the caller's file instead, which holds the same bytes at the same
     /// positions.
     async fn load_view(&self, seg: &SegmentRef, start: u64, len: u64) -> Result<ByteView> {
-        let pieces = {
+        let cached = {
             let st = self.state.borrow();
             let i = st.segments.partition_point(|s| s.base_offset < seg.base);
             match st.segments.get(i) {
                 Some(s) if Rc::ptr_eq(&s.file, &seg.file) => {
-                    tail_pieces(&s.tail, start, start + len)
+                    ByteView::from_tail(&s.tail, start, len)
                 }
-                _ => Vec::new(),
+                _ => None,
             }
         };
-        ByteView::load(&seg.file, &seg.path, &pieces, start, len).await
+        match cached {
+            Some(view) => Ok(view),
+            None => ByteView::read(&seg.file, &seg.path, start, len).await,
+        }
     }
 
     async fn read_segment(&self, start: Offset, max_bytes: usize) -> Result<ReadOutput> {
@@ -1706,7 +1709,7 @@ fn early_write(st: &mut LogState) -> bool {
 /// ones before them re-cover the previous chunk's partial block): the chunk itself, or, when
 /// the new bytes are few (`TAIL_COMPACT_MAX_BYTES`) and fill less than half of the buffer
 /// the chunk keeps alive, a copy of just them packed into the partition's slab. Reads take
-/// chunks at any position (`ByteView::load`), so the copy serves exactly the same bytes;
+/// chunks at any position (`ByteView::from_tail`), so the copy serves exactly the same bytes;
 /// the staging buffer is then freed once written, and the next one reuses its memory.
 fn compact_for_tail(slab: &mut BytesMut, chunk: &TailChunk, appended: usize) -> TailChunk {
     let len = chunk.data.len();
@@ -1988,16 +1991,6 @@ impl SegmentRef {
     }
 }
 
-/// The chunks of a tail (in position order, both ends non-decreasing) that overlap
-/// [from, to), as (position, bytes): a binary search, then clones of those chunks only.
-fn tail_pieces(tail: &VecDeque<TailChunk>, from: u64, to: u64) -> Vec<(u64, Bytes)> {
-    let first = tail.partition_point(|c| c.position + c.data.len() as u64 <= from);
-    tail.range(first..)
-        .take_while(|c| c.position < to)
-        .map(|c| (c.position, c.data.clone()))
-        .collect()
-}
-
 /// A contiguous range of segment bytes, from the tail cache or one disk read.
 struct ByteView {
     start: u64,
@@ -2006,34 +1999,36 @@ struct ByteView {
 }
 
 impl ByteView {
-    async fn load(
-        file: &DmaFile,
-        path: &Path,
-        tail: &[(u64, Bytes)],
-        start: u64,
-        len: u64,
-    ) -> Result<ByteView> {
+    /// [start, start + len) from the tail cache, if it holds all of it. Chunks are in
+    /// position order with both ends non-decreasing, and may overlap (a chunk re-covers
+    /// its predecessor's partial last block): the first chunk needed is found by binary
+    /// search, and only the chunks the range overlaps are sliced.
+    fn from_tail(tail: &VecDeque<TailChunk>, start: u64, len: u64) -> Option<ByteView> {
         let end = start + len;
-        // Serve from the tail when it covers [start, end). Chunks are in position order
-        // and may overlap (a chunk re-covers its predecessor's partial last block).
+        let first = tail.partition_point(|c| c.position + c.data.len() as u64 <= start);
         let mut pieces = Vec::new();
         let mut cursor = start;
-        for (position, data) in tail {
-            let c_end = position + data.len() as u64;
+        for c in tail.range(first..) {
+            if c.position > cursor {
+                return None;
+            }
+            let c_end = c.position + c.data.len() as u64;
             if c_end <= cursor {
                 continue;
             }
-            if *position > cursor {
-                break;
-            }
-            let from = (cursor - position) as usize;
-            let to = (end.min(c_end) - position) as usize;
-            pieces.push((cursor, data.slice(from..to)));
+            let from = (cursor - c.position) as usize;
+            let to = (end.min(c_end) - c.position) as usize;
+            pieces.push((cursor, c.data.slice(from..to)));
             cursor = end.min(c_end);
             if cursor >= end {
-                return Ok(ByteView { start, pieces, end });
+                return Some(ByteView { start, pieces, end });
             }
         }
+        None
+    }
+
+    /// [start, start + len) with one read of the file.
+    async fn read(file: &DmaFile, path: &Path, start: u64, len: u64) -> Result<ByteView> {
         let rr = file
             .read_at(start, len as usize)
             .await
@@ -2044,7 +2039,7 @@ impl ByteView {
         Ok(ByteView {
             start,
             pieces: vec![(start, home_bytes(rr))],
-            end,
+            end: start + len,
         })
     }
 

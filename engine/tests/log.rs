@@ -751,6 +751,28 @@ fn segments_left_unsealed_by_a_crash_are_sealed_after_recovery() {
     });
 }
 
+/// Overwrites the log's only segment file with garbage, so whatever reads back came from
+/// memory.
+fn destroy_only_segment(dir: &std::path::Path) {
+    let files = segment_files(dir, "log");
+    assert_eq!(files.len(), 1);
+    let size = std::fs::metadata(&files[0]).unwrap().len();
+    std::fs::write(&files[0], vec![0xa5; size as usize]).unwrap();
+}
+
+/// `batch_of(start, n)` as the log stores it: base offset `start`, leader epoch `epoch`.
+fn stored_batch(start: usize, n: usize, epoch: i32) -> Vec<u8> {
+    let mut b = batch_of(start, n);
+    batch::patch(&mut b, start as i64, epoch);
+    b
+}
+
+/// The bytes a 1-byte read at `offset` returns (its whole batch, KIP-74).
+async fn read_small(log: &Rc<PartitionLog>, offset: i64) -> Vec<u8> {
+    let out = log.read(Offset(offset), 1).await.unwrap();
+    out.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+}
+
 #[test]
 fn lone_small_appends_are_packed_in_the_tail_and_served_from_it() {
     run("tail-footprint", |dir| async move {
@@ -776,19 +798,16 @@ fn lone_small_appends_are_packed_in_the_tail_and_served_from_it() {
         );
         // The copies serve reads: with the file's bytes destroyed, the log still reads
         // back whole, from memory.
-        let files = segment_files(&dir, "log");
-        assert_eq!(files.len(), 1);
-        let size = std::fs::metadata(&files[0]).unwrap().len();
-        std::fs::write(&files[0], vec![0xa5; size as usize]).unwrap();
+        destroy_only_segment(&dir);
         assert_eq!(check_whole_log(&log).await, 500);
         // And a small read at every offset gets exactly its own batch (each one a chunk
         // of the tail: the chunks a read needs are found by position, not all cloned).
         for i in 0..500 {
-            let out = log.read(Offset(i), 1).await.unwrap();
-            let all: Vec<u8> = out.chunks.iter().flat_map(|c| c.iter().copied()).collect();
-            let mut expected = batch_of(i as usize, 1);
-            batch::patch(&mut expected, i, 0);
-            assert_eq!(all, expected, "read at {i}");
+            assert_eq!(
+                read_small(&log, i).await,
+                stored_batch(i as usize, 1, 0),
+                "read at {i}"
+            );
         }
         drop(log);
     });
@@ -811,17 +830,16 @@ fn reads_starting_inside_tail_chunks_are_served_from_memory() {
             "the appends should share rounds: {:?}",
             log.stats()
         );
-        let files = segment_files(&dir, "log");
-        let size = std::fs::metadata(&files[0]).unwrap().len();
-        std::fs::write(&files[0], vec![0xa5; size as usize]).unwrap();
+        destroy_only_segment(&dir);
         for b in 0..batches {
             let base = b * per_batch;
-            let mut expected = batch_of(base, per_batch);
-            batch::patch(&mut expected, base as i64, 3);
+            let expected = stored_batch(base, per_batch, 3);
             for offset in [base, base + per_batch - 1] {
-                let out = log.read(Offset(offset as i64), 1).await.unwrap();
-                let all: Vec<u8> = out.chunks.iter().flat_map(|c| c.iter().copied()).collect();
-                assert_eq!(all, expected, "read at {offset}");
+                assert_eq!(
+                    read_small(&log, offset as i64).await,
+                    expected,
+                    "read at {offset}"
+                );
             }
         }
         drop(log);

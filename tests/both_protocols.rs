@@ -5,145 +5,19 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use quiver_client::records::{decode_records, encode_batch, ProducerIdentity};
-use quiver_client::{Client, ClientConfig, ProducerRecord, StartOffset};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use quiver_client::{Client, ProducerRecord, StartOffset};
 
-struct Broker {
-    child: Child,
-    data_dir: PathBuf,
-    kafka_addr: String,
-    quic_addr: String,
-}
-
-impl Broker {
-    fn start(name: &str) -> Broker {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("both-itests");
-        std::fs::create_dir_all(&base).unwrap();
-        let data_dir = base.join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let kafka_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let quic_port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let kafka_addr = format!("127.0.0.1:{kafka_port}");
-        let quic_addr = format!("127.0.0.1:{quic_port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--cores", "2", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--kafka-listen", &kafka_addr, "--quic-listen", &quic_addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start quiver serve");
-        Broker {
-            child,
-            data_dir,
-            kafka_addr,
-            quic_addr,
-        }
-    }
-
-    async fn quic(&self) -> Client {
-        let ca = self.data_dir.join("tls").join("cert.pem");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if ca.exists() {
-                let config = ClientConfig::new(self.quic_addr.clone())
-                    .ca_file(&ca)
-                    .request_timeout(Duration::from_secs(20));
-                if let Ok(c) = Client::connect(config).await {
-                    return c;
-                }
-            }
-            assert!(Instant::now() < deadline, "QUIC listener never came up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn kafka(&self) -> KafkaConn {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(stream) = TcpStream::connect(&self.kafka_addr).await {
-                return KafkaConn {
-                    stream,
-                    correlation_id: 0,
-                };
-            }
-            assert!(Instant::now() < deadline, "Kafka listener never came up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        common::stop_broker(&mut self.child, &[&self.data_dir]);
-    }
-}
-
-/// Just enough Kafka client: one request at a time, non-flexible versions.
-struct KafkaConn {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl KafkaConn {
-    async fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, request: &Req) -> Resp
-    where
-        Req: Encodable + HeaderVersion,
-        Resp: Decodable + HeaderVersion,
-    {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("both-protocols-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, Req::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let size = self.stream.read_i32().await.unwrap() as usize;
-        let mut buf = vec![0u8; size];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut buf = Bytes::from(buf);
-        let h = ResponseHeader::decode(&mut buf, Resp::header_version(version)).unwrap();
-        assert_eq!(h.correlation_id, self.correlation_id);
-        let resp = Resp::decode(&mut buf, version).unwrap();
-        assert_eq!(buf.remaining(), 0);
-        resp
-    }
-}
+use common::{Broker, KafkaConn};
 
 /// A front end as the scenarios see it.
 enum Front {
@@ -162,16 +36,7 @@ impl Front {
     /// Error code (0 = created).
     async fn create_topic(&mut self, name: &str, partitions: i32) -> i16 {
         match self {
-            Front::Kafka(k) => {
-                let req = CreateTopicsRequest::default()
-                    .with_topics(vec![CreatableTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(1)])
-                    .with_timeout_ms(10_000);
-                let resp: CreateTopicsResponse = k.call(ApiKey::CreateTopics, 4, &req).await;
-                resp.topics[0].error_code
-            }
+            Front::Kafka(k) => k.create_topic(name, partitions).await,
             Front::Quic(c) => match c.create_topic(name, partitions, &[]).await {
                 Ok(_) => 0,
                 Err(e) => e.code().expect("a broker error").0,
@@ -192,23 +57,7 @@ impl Front {
             .collect();
         let batch = encode_batch(&records, ProducerIdentity::NONE).unwrap();
         match self {
-            Front::Kafka(k) => {
-                let req = ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(10_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                        .with_partition_data(vec![PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(batch))])]);
-                let resp: ProduceResponse = k.call(ApiKey::Produce, 7, &req).await;
-                let p = &resp.responses[0].partition_responses[0];
-                if p.error_code == 0 {
-                    Ok(p.base_offset)
-                } else {
-                    Err(p.error_code)
-                }
-            }
+            Front::Kafka(k) => k.produce(topic, partition, batch).await,
             Front::Quic(c) => {
                 // The raw batch path: the same bytes the Kafka client sends.
                 let (mut send, mut recv) = c.open_raw_stream().await.unwrap();

@@ -25,53 +25,19 @@ struct Broker {
     stopped: bool,
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Broker {
     fn start(name: &str) -> Broker {
         Broker::start_with(name, &[])
     }
 
     fn start_with(name: &str, extra: &[&std::ffi::OsStr]) -> Broker {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-itests");
-        std::fs::create_dir_all(&base).unwrap();
-        let data_dir = base.join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let log = data_dir.with_extension("log");
-        let quic_addr = format!("127.0.0.1:{}", free_udp_port());
-        let kafka_addr = format!("127.0.0.1:{}", free_tcp_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--cores", "2", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--kafka-listen", &kafka_addr])
-            .args(["--quic-listen", &quic_addr])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start quiver serve");
+        let served = common::Served::start("quic-itests", name, extra);
         Broker {
-            child,
-            data_dir,
-            kafka_addr,
-            quic_addr,
-            log,
+            child: served.child,
+            data_dir: served.data_dir,
+            kafka_addr: served.kafka_addr,
+            quic_addr: served.quic_addr,
+            log: served.log,
             stopped: false,
         }
     }
@@ -505,8 +471,8 @@ async fn a_second_broker_on_the_same_address_is_refused() {
     let mut broker = Broker::start("address-taken");
     let client = broker.client().await;
     client.create_topic("mine", 1, &[]).await.unwrap();
-    let free_kafka = format!("127.0.0.1:{}", free_tcp_port());
-    let free_quic = format!("127.0.0.1:{}", free_udp_port());
+    let free_kafka = format!("127.0.0.1:{}", common::free_tcp_port());
+    let free_quic = format!("127.0.0.1:{}", common::free_udp_port());
     for (kafka, quic, taken) in [
         (&broker.kafka_addr, &free_quic, "Kafka (TCP) address"),
         (&free_kafka, &broker.quic_addr, "QUIC (UDP) address"),

@@ -21,6 +21,19 @@ from kafka_helpers import wait_for
 PRINTED_KEY_VALUE = re.compile(r"^(b'[^']*') (b'[^']*')$")
 
 
+def create_topic(broker, topic: str, partitions: int) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    try:
+        admin.create_topics(
+            {topic: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
+        )
+    finally:
+        admin.close()
+
+
 def require_port_9092(broker) -> None:
     if broker.port != 9092:
         pytest.skip("the snippet names localhost:9092 verbatim; the session broker is elsewhere")
@@ -156,19 +169,12 @@ def test_admin_client_creates_lists_and_deletes_topics(broker, topic):
 
 @pytest.mark.timeout(90)
 def test_keyed_messages_keep_per_partition_order_and_reported_offsets(broker, topic):
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     partition_count = 3
     message_count = 600
     key_count = 12
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
-    try:
-        admin.create_topics(
-            {topic: {"num_partitions": partition_count, "replication_factor": 1}},
-            wait_for_metadata=True,
-        )
-    finally:
-        admin.close()
+    create_topic(broker, topic, partition_count)
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     futures = []
@@ -215,3 +221,70 @@ def test_keyed_messages_keep_per_partition_order_and_reported_offsets(broker, to
         sequences = [int(r.value) for r in records]
         assert sequences == sorted(sequences), f"partition {partition} out of send order"
         assert end_offsets[TopicPartition(topic, partition)] == len(records)
+
+
+@pytest.mark.timeout(120)
+def test_incremental_fetch_sessions_follow_assignment_changes(broker, topic, caplog):
+    """kafka-python opens a KIP-227 fetch session and then sends incremental fetches:
+    partitions join the session when the assignment grows and are forgotten when it
+    shrinks. Every message must arrive exactly once, in order, whatever the session
+    leaves out of an answer."""
+    import logging
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    partition_count = 6
+    create_topic(broker, topic, partition_count)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    sent = {p: [] for p in range(partition_count)}
+
+    def send_wave(wave: int, partitions) -> None:
+        for p in partitions:
+            for i in range(20):
+                value = f"{wave}-{p}-{i}"
+                producer.send(topic, value=value.encode(), partition=p)
+                sent[p].append(value)
+        producer.flush(timeout=30)
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    received = {p: [] for p in range(partition_count)}
+
+    def drain(partitions, expected_counts) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(len(received[p]) >= expected_counts[p] for p in partitions):
+                # A few more polls: a duplicate would show up here.
+                for _ in range(3):
+                    for records in consumer.poll(timeout_ms=200).values():
+                        for r in records:
+                            received[r.partition].append(r.value.decode())
+                return
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    received[r.partition].append(r.value.decode())
+        raise AssertionError(f"timed out: received {[len(v) for v in received.values()]}")
+
+    with caplog.at_level(logging.DEBUG, logger="kafka.consumer.fetcher"):
+        # Three partitions first, then all six (three join the session), then two
+        # (four are forgotten); each phase tails new messages.
+        phases = [[0, 1, 2], list(range(partition_count)), [4, 5]]
+        for wave, assigned in enumerate(phases):
+            consumer.assign([TopicPartition(topic, p) for p in assigned])
+            send_wave(wave, assigned)
+            drain(assigned, {p: len(sent[p]) for p in assigned})
+        consumer.close()
+        producer.close()
+
+    for p in range(partition_count):
+        assert received[p] == sent[p], f"partition {p}: {received[p][:5]}... vs {sent[p][:5]}..."
+    incremental = [r for r in caplog.records if "sent an incremental fetch response" in r.getMessage()]
+    assert incremental, "the consumer never used an incremental fetch session"
+    assert not any(
+        "FetchSessionIdNotFound" in r.getMessage() or "InvalidFetchSessionEpoch" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records if "Session" in r.getMessage()][:5]

@@ -125,6 +125,10 @@ impl Shard {
         self.ctx.id()
     }
 
+    pub fn shard_count(&self) -> usize {
+        self.ctx.count()
+    }
+
     pub fn owner_of(&self, topic: &str, partition: i32) -> ShardId {
         shard_for(topic, partition, self.ctx.count())
     }

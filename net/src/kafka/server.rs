@@ -25,6 +25,7 @@ use super::broker::shard;
 use super::frame::{decode_request, encode_response, ErrorAction, FrameDecoder};
 use super::groups::RequestContext;
 use super::handlers;
+use super::handlers::fetch_session::Owners;
 use super::limits::{
     CONNECTION_MOVE_AFTER_REQUESTS, MAX_CONNECTIONS_PER_SHARD,
     MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION,
@@ -228,6 +229,14 @@ impl Affinity {
                     };
                     for p in &t.partitions {
                         note(me.owner_of(name, p.partition));
+                    }
+                }
+                // An incremental fetch names only what changed; the session knows the rest.
+                if r.session_id != 0 && r.session_epoch > 0 {
+                    match handlers::fetch::session_owners(r.session_id) {
+                        Some(Owners::One(s)) => note(s),
+                        Some(Owners::Mixed) => mixed = true,
+                        Some(Owners::Nothing) | None => {}
                     }
                 }
             }

@@ -1,19 +1,26 @@
 //! Fetch (v4+) with long polling. Reads happen on the owning shards and return views of
 //! the engine's own buffers; the response carries them to the socket without a copy.
 //!
-//! Sessions (KIP-227): the broker declines to create fetch sessions (it answers with
-//! session id 0), which the protocol allows; clients then keep sending full requests.
+//! Sessions (KIP-227, Fetch v7+): `fetch_session` holds the rules and the per-shard cache;
+//! this module reads what a session (or a sessionless request) names and, for an
+//! incremental fetch, answers with only the partitions that have something new.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::kafka::broker::shard;
 use crate::kafka::errors::UNKNOWN_TOPIC_ID;
+use crate::kafka::handlers::fetch_session::{
+    Outcome, Owners, Plan, SessionCache, SessionPartition, TopicRef,
+};
 use crate::kafka::limits::{MAX_FETCH_RESPONSE_BYTES, MAX_FETCH_WAIT_MS};
 use crate::service::{self, ReadPartition, ReadRequest};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use uuid::Uuid;
 
 /// A fetch response plus the record buffers it references.
 pub struct FetchReply {
@@ -31,6 +38,39 @@ pub struct FetchReply {
 static PLACEHOLDER_REGION: [u8; MAX_FETCH_RESPONSE_BYTES + 65_536] =
     [0; MAX_FETCH_RESPONSE_BYTES + 65_536];
 
+thread_local! {
+    /// This shard's fetch sessions, created on first use.
+    static SESSIONS: RefCell<Option<SessionCache>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this shard's session cache. Never held across an `.await`.
+fn with_sessions<R>(f: impl FnOnce(&mut SessionCache) -> R) -> R {
+    SESSIONS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let cache = cell.get_or_insert_with(|| {
+            let me = shard();
+            SessionCache::new(me.id().0 as u32, me.shard_count() as u32)
+        });
+        f(cache)
+    })
+}
+
+/// Where the partitions of fetch session `id` live, for a connection deciding whether to
+/// move (`server.rs`): an incremental request names only the partitions that changed.
+pub fn session_owners(id: i32) -> Option<Owners> {
+    with_sessions(|cache| {
+        cache.owners(id, |p| {
+            let me = shard();
+            match &p.topic {
+                TopicRef::Name(n) => Some(me.owner_of(n.0.as_str(), p.partition)),
+                TopicRef::Id(u) => me
+                    .topic_by_id(u.as_bytes())
+                    .map(|m| me.owner_of(&m.name, p.partition)),
+            }
+        })
+    })
+}
+
 struct Wanted {
     topic_index: usize,
     partition_index: usize,
@@ -46,30 +86,236 @@ struct Got {
     result: Result<(Vec<Bytes>, i64, i64), i16>,
 }
 
-pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
-    let me = shard();
-    let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
-    let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = (req.max_bytes.max(0) as usize).clamp(1, MAX_FETCH_RESPONSE_BYTES);
+/// One topic of a fetch, as the request or the session names it.
+struct TopicWant {
+    name: TopicName,
+    id: Uuid,
+    /// (partition, fetch offset, partition max bytes)
+    partitions: Vec<(i32, i64, i32)>,
+}
 
-    // We never hand out sessions, so a non-zero session id names one we do not have
-    // (Kafka answers FETCH_SESSION_ID_NOT_FOUND; the client then starts over without).
-    if version >= 7 && req.session_id != 0 {
-        return FetchReply {
-            response: FetchResponse::default()
-                .with_error_code(E::FetchSessionIdNotFound.code())
-                .with_session_id(0),
-            direct: Vec::new(),
-            spliced: Vec::new(),
-        };
+/// The limits every fetch carries, whatever names its partitions.
+struct Limits {
+    max_wait: Duration,
+    min_bytes: usize,
+    max_bytes: usize,
+}
+
+fn topic_ref(name: &TopicName, id: Uuid, version: i16) -> TopicRef {
+    if version >= 13 {
+        TopicRef::Id(id)
+    } else {
+        TopicRef::Name(name.clone())
     }
-    let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
+}
+
+fn session_error(code: i16) -> FetchReply {
+    FetchReply {
+        response: FetchResponse::default()
+            .with_error_code(code)
+            .with_session_id(0),
+        direct: Vec::new(),
+        spliced: Vec::new(),
+    }
+}
+
+pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
+    let limits = Limits {
+        max_wait: Duration::from_millis(req.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64),
+        min_bytes: req.min_bytes.max(0) as usize,
+        max_bytes: (req.max_bytes.max(0) as usize).clamp(1, MAX_FETCH_RESPONSE_BYTES),
+    };
+    let (id, epoch) = (req.session_id, req.session_epoch);
+    if version < 7 || (id == 0 && epoch < 0) {
+        return full(req, version, &limits).await;
+    }
+    if epoch <= 0 {
+        if id != 0 {
+            with_sessions(|c| c.close(id));
+        }
+        if epoch < 0 {
+            return full(req, version, &limits).await;
+        }
+        // A full fetch that opens a session over the partitions it names.
+        let wanted = named_partitions(&req, version);
+        let plan = with_sessions(|c| c.create(wanted, Instant::now()));
+        let mut reply = full(req, version, &limits).await;
+        if let Some(plan) = plan {
+            record_answer(&plan, &reply.response, version, false);
+            reply.response.session_id = plan.session_id;
+        }
+        return reply;
+    }
+    // Incremental.
+    let upserts = named_partitions(&req, version);
+    let forgotten: Vec<(TopicRef, i32)> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let topic = topic_ref(&t.topic, t.topic_id, version);
+            t.partitions.iter().map(move |&p| (topic.clone(), p))
+        })
+        .collect();
+    let plan = match with_sessions(|c| c.update(id, epoch, upserts, &forgotten, Instant::now())) {
+        Ok(plan) => plan,
+        Err(code) => return session_error(code),
+    };
+    incremental(plan, version, &limits).await
+}
+
+/// The partitions a request names, in its order, as a session holds them.
+fn named_partitions(req: &FetchRequest, version: i16) -> Vec<SessionPartition> {
+    req.topics
+        .iter()
+        .flat_map(|t| {
+            let topic = topic_ref(&t.topic, t.topic_id, version);
+            t.partitions.iter().map(move |p| {
+                SessionPartition::new(
+                    topic.clone(),
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                )
+            })
+        })
+        .collect()
+}
+
+/// A full fetch of exactly the partitions the request names, in its order.
+async fn full(req: FetchRequest, version: i16, limits: &Limits) -> FetchReply {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| TopicWant {
+            name: t.topic,
+            id: t.topic_id,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .collect(),
+        })
+        .collect();
+    fetch(topics, version, limits).await
+}
+
+/// Reads every partition of a session and answers with those that changed.
+async fn incremental(plan: Plan, version: i16, limits: &Limits) -> FetchReply {
+    // Grouped by topic in order of first appearance; session order within a topic.
+    let mut topics: Vec<TopicWant> = Vec::new();
+    let mut topic_at: HashMap<&TopicRef, usize> = HashMap::new();
+    let me = shard();
+    for p in &plan.partitions {
+        let at = *topic_at.entry(&p.topic).or_insert_with(|| {
+            let (name, id) = match &p.topic {
+                TopicRef::Name(n) => (n.clone(), Uuid::nil()),
+                TopicRef::Id(u) => (
+                    me.topic_by_id(u.as_bytes())
+                        .map(|m| crate::kafka::handlers::topic_name(&m.name))
+                        .unwrap_or_default(),
+                    *u,
+                ),
+            };
+            topics.push(TopicWant {
+                name,
+                id,
+                partitions: Vec::new(),
+            });
+            topics.len() - 1
+        });
+        topics[at]
+            .partitions
+            .push((p.partition, p.fetch_offset, p.max_bytes));
+    }
+    let mut reply = fetch(topics, version, limits).await;
+    let named = record_answer(&plan, &reply.response, version, true);
+    let named: HashMap<(TopicRef, i32), bool> = plan
+        .partitions
+        .iter()
+        .zip(named)
+        .map(|(p, n)| ((p.topic.clone(), p.partition), n))
+        .collect();
+    for t in &mut reply.response.responses {
+        let topic = topic_ref(&t.topic, t.topic_id, version);
+        t.partitions.retain(|p| {
+            let keep = named
+                .get(&(topic.clone(), p.partition_index))
+                .copied()
+                .unwrap_or(true);
+            debug_assert!(keep || p.records.as_ref().is_none_or(|r| r.is_empty()));
+            keep
+        });
+    }
+    reply
+        .response
+        .responses
+        .retain(|t| !t.partitions.is_empty());
+    reply.response.session_id = plan.session_id;
+    reply
+}
+
+/// Tells the session what `response` says about each of the plan's partitions; returns
+/// which of them the answer names (`SessionCache::answered`).
+fn record_answer(
+    plan: &Plan,
+    response: &FetchResponse,
+    version: i16,
+    incremental: bool,
+) -> Vec<bool> {
+    let found = outcomes(response, version);
+    let outcomes: Vec<Outcome> = plan
+        .partitions
+        .iter()
+        .map(|p| outcome_of(&found, p))
+        .collect();
+    with_sessions(|c| c.answered(plan, &outcomes, incremental))
+}
+
+/// What the fetch found in each partition of an assembled response.
+fn outcomes(response: &FetchResponse, version: i16) -> HashMap<(TopicRef, i32), Outcome> {
+    let mut found = HashMap::new();
+    for t in &response.responses {
+        let topic = topic_ref(&t.topic, t.topic_id, version);
+        for p in &t.partitions {
+            found.insert(
+                (topic.clone(), p.partition_index),
+                Outcome {
+                    error_code: p.error_code,
+                    has_records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                },
+            );
+        }
+    }
+    found
+}
+
+/// A partition the answer lacks (it cannot: the answer was built from the same list)
+/// counts as an error, so that it would be named.
+fn outcome_of(found: &HashMap<(TopicRef, i32), Outcome>, p: &SessionPartition) -> Outcome {
+    found
+        .get(&(p.topic.clone(), p.partition))
+        .copied()
+        .unwrap_or(Outcome {
+            error_code: E::UnknownServerError.code(),
+            has_records: false,
+            high_watermark: -1,
+            log_start_offset: -1,
+        })
+}
+
+/// Reads the partitions of `topics` (long polling as the limits say) and assembles the
+/// answer in the same order.
+async fn fetch(topics: Vec<TopicWant>, version: i16, limits: &Limits) -> FetchReply {
+    let me = shard();
+    let mut response_topics: Vec<FetchableTopicResponse> = Vec::with_capacity(topics.len());
     let mut wanted = Vec::new();
-    for (ti, t) in req.topics.iter().enumerate() {
+    for (ti, t) in topics.into_iter().enumerate() {
         let meta = if version >= 13 {
-            me.topic_by_id(t.topic_id.as_bytes())
+            me.topic_by_id(t.id.as_bytes())
         } else {
-            me.topic(t.topic.0.as_str())
+            me.topic(t.name.0.as_str())
         };
         let unknown_code = if version >= 13 {
             UNKNOWN_TOPIC_ID
@@ -77,17 +323,17 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
             E::UnknownTopicOrPartition.code()
         };
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for (pi, p) in t.partitions.iter().enumerate() {
-            let mut data = empty_partition(p.partition);
+        for (pi, &(partition, offset, partition_max_bytes)) in t.partitions.iter().enumerate() {
+            let mut data = empty_partition(partition);
             match &meta {
-                Some(m) if p.partition >= 0 && p.partition < m.partitions => {
+                Some(m) if partition >= 0 && partition < m.partitions => {
                     wanted.push(Wanted {
                         topic_index: ti,
                         partition_index: pi,
                         topic: m.name.clone(),
-                        partition: p.partition,
-                        offset: p.fetch_offset,
-                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
+                        partition,
+                        offset,
+                        max_bytes: (partition_max_bytes.max(0) as usize).min(limits.max_bytes),
                     });
                 }
                 Some(_) => data.error_code = E::UnknownTopicOrPartition.code(),
@@ -95,10 +341,10 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
             }
             partitions.push(data);
         }
-        topics.push(
+        response_topics.push(
             FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id)
+                .with_topic(t.name)
+                .with_topic_id(t.id)
                 .with_partitions(partitions),
         );
     }
@@ -113,8 +359,8 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
                 max_bytes: w.max_bytes,
             })
             .collect(),
-        min_bytes,
-        max_wait,
+        min_bytes: limits.min_bytes,
+        max_wait: limits.max_wait,
     };
     let results = service::local::read(request).await;
     let got = wanted
@@ -128,7 +374,7 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
                 .map_err(|e| e.code()),
         })
         .collect();
-    assemble(topics, got, max_bytes, version)
+    assemble(response_topics, got, limits.max_bytes, version)
 }
 
 fn empty_partition(index: i32) -> PartitionData {

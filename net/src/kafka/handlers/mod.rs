@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod fetch;
+pub mod fetch_session;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

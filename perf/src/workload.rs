@@ -65,6 +65,9 @@ pub struct Workload {
     pub fetch_partition_max_bytes: i32,
     /// Check CRC-32C of every fetched batch.
     pub verify_crc: bool,
+    /// Consumers fetch in KIP-227 incremental fetch sessions, as Java clients and
+    /// kafka-python do (false: every fetch names every partition, as librdkafka does).
+    pub fetch_sessions: bool,
     /// Produce this many bytes before the timed phase (consumers start at "earliest" then read
     /// it back): a catch-up read of recent data.
     pub preload_bytes: u64,
@@ -105,6 +108,7 @@ impl Default for Workload {
             fetch_max_bytes: 50 * 1024 * 1024,
             fetch_partition_max_bytes: 8 * 1024 * 1024,
             verify_crc: false,
+            fetch_sessions: true,
             preload_bytes: 0,
             produce_during_run: true,
             consumer_rewind_at_end: false,

@@ -1,5 +1,5 @@
-//! One consumer: fetcher threads (one per partition leader) running sessionless Fetch long
-//! polls, and, for the classic group protocol, a membership loop on the consumer's own thread
+//! One consumer: fetcher threads (one per partition leader) running Fetch long polls, in an
+//! incremental fetch session (KIP-227) as Java clients do, or sessionless, and, for the classic group protocol, a membership loop on the consumer's own thread
 //! (FindCoordinator, JoinGroup, SyncGroup with a range assignor run by the leader, Heartbeat,
 //! OffsetCommit, LeaveGroup).
 //!
@@ -95,6 +95,8 @@ pub struct ConsumerSpec {
     pub fetch_max_bytes: i32,
     pub fetch_partition_max_bytes: i32,
     pub verify_crc: bool,
+    /// Fetch in an incremental fetch session (KIP-227; see [`FetchSession`]).
+    pub fetch_sessions: bool,
     pub stop: Arc<AtomicBool>,
     pub clock: Clock,
     pub stats: Arc<WorkerStats>,
@@ -204,33 +206,43 @@ fn fetch_loop(
             .collect()
     };
     let name = topic_name(topic);
+    let mut session = FetchSession::new(spec.fetch_sessions);
     while !spec.stop.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+        let (session_id, epoch, named) = session.next(&offsets);
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(spec.fetch_max_wait_ms)
             .with_min_bytes(spec.fetch_min_bytes)
             .with_max_bytes(spec.fetch_max_bytes)
             .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(name.clone())
-                .with_partitions(
-                    offsets
-                        .iter()
-                        .map(|(partition, offset)| {
-                            FetchPartition::default()
-                                .with_partition(*partition)
-                                .with_current_leader_epoch(-1)
-                                .with_fetch_offset(*offset)
-                                .with_last_fetched_epoch(-1)
-                                .with_log_start_offset(-1)
-                                .with_partition_max_bytes(spec.fetch_partition_max_bytes)
-                        })
-                        .collect(),
-                )]);
+            .with_session_id(session_id)
+            .with_session_epoch(epoch)
+            .with_topics(if named.is_empty() {
+                Vec::new()
+            } else {
+                vec![FetchTopic::default()
+                    .with_topic(name.clone())
+                    .with_partitions(
+                        named
+                            .iter()
+                            .map(|(partition, offset)| {
+                                FetchPartition::default()
+                                    .with_partition(*partition)
+                                    .with_current_leader_epoch(-1)
+                                    .with_fetch_offset(*offset)
+                                    .with_last_fetched_epoch(-1)
+                                    .with_log_start_offset(-1)
+                                    .with_partition_max_bytes(spec.fetch_partition_max_bytes)
+                            })
+                            .collect(),
+                    )]
+            });
         let response = connection.call(&request)?;
         let received_ns = spec.clock.now_ns();
+        if !session.answered(response.error_code, response.session_id, named) {
+            // The broker lost or refused the session: start a new one at once.
+            continue;
+        }
         if response.error_code != 0 {
             spec.stats.error(format!(
                 "Fetch: top-level error code {}",
@@ -314,6 +326,83 @@ fn fetch_loop(
         }
     }
     Ok(())
+}
+
+/// The client side of an incremental fetch session (KIP-227), Kafka's `FetchSessionHandler`
+/// in miniature: the first fetch names every partition and asks for a session (epoch 0);
+/// later ones name only partitions whose fetch offset moved since the broker last heard
+/// it. Disabled, every fetch is sessionless (id 0, epoch -1) and names every partition.
+struct FetchSession {
+    enabled: bool,
+    id: i32,
+    /// The epoch of the next request (0: a full fetch that opens a session).
+    epoch: i32,
+    /// The fetch offsets the broker's session holds.
+    held: HashMap<i32, i64>,
+}
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+
+impl FetchSession {
+    fn new(enabled: bool) -> Self {
+        FetchSession {
+            enabled,
+            id: 0,
+            epoch: 0,
+            held: HashMap::new(),
+        }
+    }
+
+    /// The next request's session id, epoch, and the partitions it names.
+    fn next(&self, offsets: &[(i32, i64)]) -> (i32, i32, Vec<(i32, i64)>) {
+        if !self.enabled {
+            return (0, -1, offsets.to_vec());
+        }
+        if self.id == 0 || self.epoch == 0 {
+            return (self.id, 0, offsets.to_vec());
+        }
+        let moved = offsets
+            .iter()
+            .filter(|(p, offset)| self.held.get(p) != Some(offset))
+            .copied()
+            .collect();
+        (self.id, self.epoch, moved)
+    }
+
+    /// Takes in an answer to a request that named `named`. False: the session is gone
+    /// (or was refused) and the answer carries nothing; the next request starts over.
+    fn answered(&mut self, error_code: i16, session_id: i32, named: Vec<(i32, i64)>) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        if matches!(
+            error_code,
+            FETCH_SESSION_ID_NOT_FOUND | INVALID_FETCH_SESSION_EPOCH
+        ) {
+            *self = FetchSession::new(true);
+            return false;
+        }
+        if error_code != 0 {
+            return true;
+        }
+        if self.epoch == 0 {
+            // A full answer: a session if the broker made one (else try again next time).
+            self.id = session_id;
+            self.held = named.into_iter().collect();
+            self.epoch = if session_id == 0 { 0 } else { 1 };
+        } else if session_id != self.id {
+            *self = FetchSession::new(true);
+        } else {
+            self.held.extend(named);
+            self.epoch = if self.epoch == i32::MAX {
+                1
+            } else {
+                self.epoch + 1
+            };
+        }
+        true
+    }
 }
 
 /// Walks one partition's received records (see `walk_batches`) and records the end-to-end

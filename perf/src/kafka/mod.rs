@@ -141,6 +141,9 @@ pub struct RunArgs {
     /// Override: bytes to produce before the timed phase.
     #[arg(long)]
     pub preload_bytes: Option<u64>,
+    /// Override: consumers fetch in incremental fetch sessions (KIP-227), true or false.
+    #[arg(long)]
+    pub fetch_sessions: Option<bool>,
 }
 
 impl RunArgs {
@@ -168,6 +171,7 @@ impl RunArgs {
         set!(topic_prefix, self.topic_prefix.clone());
         set!(preload_bytes, self.preload_bytes);
         set!(group_protocol, self.group_protocol.clone());
+        set!(fetch_sessions, self.fetch_sessions);
     }
 }
 
@@ -358,6 +362,7 @@ pub fn execute(
                     fetch_max_bytes: workload.fetch_max_bytes,
                     fetch_partition_max_bytes: workload.fetch_partition_max_bytes,
                     verify_crc: workload.verify_crc,
+                    fetch_sessions: workload.fetch_sessions,
                     stop: stop_consumers.clone(),
                     clock,
                     stats: registry.worker(),

@@ -141,7 +141,7 @@ pub async fn handle(req: FetchRequest, version: i16) -> FetchReply {
         let plan = with_sessions(|c| c.create(wanted, Instant::now()));
         let mut reply = full(req, version, &limits).await;
         if let Some(plan) = plan {
-            record_answer(&plan, &reply.response, version, false);
+            record_full_answer(&plan, &reply.response, version);
             reply.response.session_id = plan.session_id;
         }
         return reply;
@@ -201,94 +201,94 @@ async fn full(req: FetchRequest, version: i16, limits: &Limits) -> FetchReply {
 
 /// Reads every partition of a session and answers with those that changed.
 async fn incremental(plan: Plan, version: i16, limits: &Limits) -> FetchReply {
-    // Grouped by topic in order of first appearance; session order within a topic.
+    // Grouped by topic in order of first appearance; session order within a topic. Each
+    // plan partition's place in the answer (topic, partition index) is kept, so that what
+    // the fetch found is matched to the session by position, not looked up by name.
     let mut topics: Vec<TopicWant> = Vec::new();
     let mut topic_at: HashMap<&TopicRef, usize> = HashMap::new();
+    let mut places: Vec<(usize, usize)> = Vec::with_capacity(plan.partitions.len());
+    let mut last: Option<(&TopicRef, usize)> = None;
     let me = shard();
     for p in &plan.partitions {
-        let at = *topic_at.entry(&p.topic).or_insert_with(|| {
-            let (name, id) = match &p.topic {
-                TopicRef::Name(n) => (n.clone(), Uuid::nil()),
-                TopicRef::Id(u) => (
-                    me.topic_by_id(u.as_bytes())
-                        .map(|m| crate::kafka::handlers::topic_name(&m.name))
-                        .unwrap_or_default(),
-                    *u,
-                ),
-            };
-            topics.push(TopicWant {
-                name,
-                id,
-                partitions: Vec::new(),
-            });
-            topics.len() - 1
-        });
+        let at = match last {
+            // Sessions hold a topic's partitions together; skip the hash for a run.
+            Some((topic, at)) if *topic == p.topic => at,
+            _ => *topic_at.entry(&p.topic).or_insert_with(|| {
+                let (name, id) = match &p.topic {
+                    TopicRef::Name(n) => (n.clone(), Uuid::nil()),
+                    TopicRef::Id(u) => (
+                        me.topic_by_id(u.as_bytes())
+                            .map(|m| crate::kafka::handlers::topic_name(&m.name))
+                            .unwrap_or_default(),
+                        *u,
+                    ),
+                };
+                topics.push(TopicWant {
+                    name,
+                    id,
+                    partitions: Vec::new(),
+                });
+                topics.len() - 1
+            }),
+        };
+        last = Some((&p.topic, at));
+        places.push((at, topics[at].partitions.len()));
         topics[at]
             .partitions
             .push((p.partition, p.fetch_offset, p.max_bytes));
     }
     let mut reply = fetch(topics, version, limits).await;
-    let named = record_answer(&plan, &reply.response, version, true);
-    let named: HashMap<(TopicRef, i32), bool> = plan
-        .partitions
+    let responses = &mut reply.response.responses;
+    let outcomes: Vec<Outcome> = places
         .iter()
-        .zip(named)
-        .map(|(p, n)| ((p.topic.clone(), p.partition), n))
+        .map(|&(t, p)| outcome(&responses[t].partitions[p]))
         .collect();
-    for t in &mut reply.response.responses {
-        let topic = topic_ref(&t.topic, t.topic_id, version);
+    let named = with_sessions(|c| c.answered(&plan, &outcomes, true));
+    let mut keep: Vec<Vec<bool>> = responses
+        .iter()
+        .map(|t| vec![true; t.partitions.len()])
+        .collect();
+    for (&(t, p), named) in places.iter().zip(named) {
+        keep[t][p] = named;
+    }
+    for (t, keep) in responses.iter_mut().zip(keep) {
+        let mut keep = keep.into_iter();
         t.partitions.retain(|p| {
-            let keep = named
-                .get(&(topic.clone(), p.partition_index))
-                .copied()
-                .unwrap_or(true);
+            let keep = keep.next().unwrap_or(true);
             debug_assert!(keep || p.records.as_ref().is_none_or(|r| r.is_empty()));
             keep
         });
     }
-    reply
-        .response
-        .responses
-        .retain(|t| !t.partitions.is_empty());
+    responses.retain(|t| !t.partitions.is_empty());
     reply.response.session_id = plan.session_id;
     reply
 }
 
-/// Tells the session what `response` says about each of the plan's partitions; returns
-/// which of them the answer names (`SessionCache::answered`).
-fn record_answer(
-    plan: &Plan,
-    response: &FetchResponse,
-    version: i16,
-    incremental: bool,
-) -> Vec<bool> {
-    let found = outcomes(response, version);
+/// Tells a new session what its first (full) answer said about each of its partitions.
+/// A full request may name a partition twice, so they are matched by name here.
+fn record_full_answer(plan: &Plan, response: &FetchResponse, version: i16) {
+    let mut found = HashMap::new();
+    for t in &response.responses {
+        let topic = topic_ref(&t.topic, t.topic_id, version);
+        for p in &t.partitions {
+            found.insert((topic.clone(), p.partition_index), outcome(p));
+        }
+    }
     let outcomes: Vec<Outcome> = plan
         .partitions
         .iter()
         .map(|p| outcome_of(&found, p))
         .collect();
-    with_sessions(|c| c.answered(plan, &outcomes, incremental))
+    with_sessions(|c| c.answered(plan, &outcomes, false));
 }
 
-/// What the fetch found in each partition of an assembled response.
-fn outcomes(response: &FetchResponse, version: i16) -> HashMap<(TopicRef, i32), Outcome> {
-    let mut found = HashMap::new();
-    for t in &response.responses {
-        let topic = topic_ref(&t.topic, t.topic_id, version);
-        for p in &t.partitions {
-            found.insert(
-                (topic.clone(), p.partition_index),
-                Outcome {
-                    error_code: p.error_code,
-                    has_records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
-                    high_watermark: p.high_watermark,
-                    log_start_offset: p.log_start_offset,
-                },
-            );
-        }
+fn outcome(p: &PartitionData) -> Outcome {
+    Outcome {
+        error_code: p.error_code,
+        has_records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
+        high_watermark: p.high_watermark,
+        log_start_offset: p.log_start_offset,
     }
-    found
 }
 
 /// A partition the answer lacks (it cannot: the answer was built from the same list)

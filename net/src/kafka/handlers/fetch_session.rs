@@ -25,7 +25,7 @@
 //! This module holds the cache and its rules, with no I/O, so that they can be tested
 //! directly; `fetch.rs` drives it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::TopicName;
@@ -116,10 +116,15 @@ struct Session {
     owners: Option<Owners>,
     /// The epoch the next incremental request must carry.
     next_epoch: i32,
-    /// In answer order: partitions that returned records move to the back, so that a
-    /// response-wide `max_bytes` does not always favour the same partitions (as Kafka).
-    partitions: Vec<SessionPartition>,
+    /// The partitions, each in a slot it keeps while it is in the session (`None`: free),
+    /// so that reordering never rehashes.
+    slots: Vec<Option<SessionPartition>>,
+    free: Vec<usize>,
+    /// Slot of each partition.
     index: HashMap<(TopicRef, i32), usize>,
+    /// Slots in answer order: partitions that returned records move to the back, so that
+    /// a response-wide `max_bytes` does not always favour the same partitions (as Kafka).
+    order: Vec<usize>,
     last_used: Instant,
     /// Bumped by every request, so an answer does not update a session that another
     /// request used (or that was closed and replaced) while it waited for its reads.
@@ -127,13 +132,67 @@ struct Session {
 }
 
 impl Session {
-    fn reindex(&mut self) {
-        self.index = self
-            .partitions
+    fn new(now: Instant, generation: u64) -> Session {
+        Session {
+            owners: None,
+            next_epoch: 1,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            order: Vec::new(),
+            last_used: now,
+            generation,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Adds a partition at the back, or updates its fetch position if it is here.
+    fn upsert(&mut self, p: SessionPartition) {
+        match self.index.get(&p.key()) {
+            Some(&slot) => {
+                let cached = self.slots[slot].as_mut().expect("indexed slots are full");
+                cached.fetch_offset = p.fetch_offset;
+                cached.max_bytes = p.max_bytes;
+            }
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                self.index.insert(p.key(), slot);
+                self.slots[slot] = Some(p);
+                self.order.push(slot);
+            }
+        }
+    }
+
+    fn forget(&mut self, keys: &[(TopicRef, i32)]) {
+        let mut freed = false;
+        for key in keys {
+            if let Some(slot) = self.index.remove(key) {
+                self.slots[slot] = None;
+                self.free.push(slot);
+                freed = true;
+            }
+        }
+        if freed {
+            let slots = &self.slots;
+            self.order.retain(|&slot| slots[slot].is_some());
+        }
+    }
+
+    /// The partitions in answer order.
+    fn ordered(&self) -> Vec<SessionPartition> {
+        self.order
             .iter()
-            .enumerate()
-            .map(|(i, p)| (p.key(), i))
-            .collect();
+            .filter_map(|&slot| self.slots[slot].clone())
+            .collect()
     }
 }
 
@@ -197,30 +256,25 @@ impl SessionCache {
     /// Closes a session, if it is here.
     pub fn close(&mut self, id: i32) {
         if let Some(s) = self.sessions.remove(&id) {
-            self.partitions -= s.partitions.len();
+            self.partitions -= s.len();
         }
     }
 
     /// Opens a session over `partitions` (the full request's, in its order), evicting a
     /// stale one if the cache is full. `None`: no room; the fetch goes on sessionless.
     pub fn create(&mut self, partitions: Vec<SessionPartition>, now: Instant) -> Option<Plan> {
-        let mut unique: Vec<SessionPartition> = Vec::with_capacity(partitions.len());
-        let mut index = HashMap::with_capacity(partitions.len());
+        let generation = self.bump();
+        let mut session = Session::new(now, generation);
         for p in partitions {
             // A partition named twice counts once, with the later fields (as an update).
-            match index.get(&p.key()) {
-                Some(&i) => unique[i] = p,
-                None => {
-                    index.insert(p.key(), unique.len());
-                    unique.push(p);
-                }
-            }
+            session.upsert(p);
         }
-        if unique.len() > MAX_FETCH_SESSION_PARTITIONS_PER_SHARD {
+        let count = session.len();
+        if count > MAX_FETCH_SESSION_PARTITIONS_PER_SHARD {
             return None;
         }
         while self.sessions.len() >= MAX_FETCH_SESSIONS_PER_SHARD
-            || self.partitions + unique.len() > MAX_FETCH_SESSION_PARTITIONS_PER_SHARD
+            || self.partitions + count > MAX_FETCH_SESSION_PARTITIONS_PER_SHARD
         {
             let stalest = self
                 .sessions
@@ -233,21 +287,13 @@ impl SessionCache {
             self.close(stalest.0);
         }
         let id = self.fresh_id();
-        let generation = self.bump();
-        self.partitions += unique.len();
-        let session = Session {
-            owners: None,
-            next_epoch: 1,
-            partitions: unique.clone(),
-            index,
-            last_used: now,
-            generation,
-        };
+        self.partitions += count;
+        let partitions = session.ordered();
         self.sessions.insert(id, session);
         Some(Plan {
             session_id: id,
             generation,
-            partitions: unique,
+            partitions,
         })
     }
 
@@ -269,30 +315,13 @@ impl SessionCache {
         if epoch != session.next_epoch {
             return Err(INVALID_FETCH_SESSION_EPOCH);
         }
-        let before = session.partitions.len();
+        let before = session.len();
         // Kafka's order: additions and updates first, then the partitions to forget.
         for p in upserts {
-            match session.index.get(&p.key()) {
-                Some(&i) => {
-                    let cached = &mut session.partitions[i];
-                    cached.fetch_offset = p.fetch_offset;
-                    cached.max_bytes = p.max_bytes;
-                }
-                None => {
-                    session.index.insert(p.key(), session.partitions.len());
-                    session.partitions.push(p);
-                }
-            }
+            session.upsert(p);
         }
-        let forget: HashSet<&(TopicRef, i32)> = forgotten
-            .iter()
-            .filter(|k| session.index.contains_key(*k))
-            .collect();
-        if !forget.is_empty() {
-            session.partitions.retain(|p| !forget.contains(&p.key()));
-            session.reindex();
-        }
-        self.partitions = self.partitions - before + session.partitions.len();
+        session.forget(forgotten);
+        self.partitions = self.partitions - before + session.len();
         if self.partitions > MAX_FETCH_SESSION_PARTITIONS_PER_SHARD {
             self.close(id);
             return Err(FETCH_SESSION_ID_NOT_FOUND);
@@ -305,7 +334,7 @@ impl SessionCache {
         Ok(Plan {
             session_id: id,
             generation,
-            partitions: session.partitions.clone(),
+            partitions: session.ordered(),
         })
     }
 
@@ -315,6 +344,8 @@ impl SessionCache {
     /// while this one read, the answer names them all too and changes nothing here: a
     /// client can always take more partitions of its session than it strictly needed.
     pub fn answered(&mut self, plan: &Plan, outcomes: &[Outcome], incremental: bool) -> Vec<bool> {
+        // The plan is used up: a second answer to it must not match the session again.
+        let used_up = self.bump();
         let Some(session) = self
             .sessions
             .get_mut(&plan.session_id)
@@ -322,14 +353,17 @@ impl SessionCache {
         else {
             return vec![true; outcomes.len()];
         };
+        // Same generation: the session's partitions are the plan's, in the same order.
+        debug_assert_eq!(session.len(), plan.partitions.len());
+        session.generation = used_up;
         let mut named = Vec::with_capacity(outcomes.len());
-        let mut returned_records = Vec::new();
-        for (p, o) in plan.partitions.iter().zip(outcomes) {
-            let Some(&i) = session.index.get(&p.key()) else {
+        let mut returned_records = false;
+        let mut back = vec![false; session.len()];
+        for (i, (&slot, o)) in session.order.iter().zip(outcomes).enumerate() {
+            let Some(cached) = session.slots[slot].as_mut() else {
                 named.push(true);
                 continue;
             };
-            let cached = &mut session.partitions[i];
             let changed = o.error_code != 0
                 || o.has_records
                 || o.high_watermark != cached.high_watermark
@@ -339,30 +373,23 @@ impl SessionCache {
                 cached.log_start_offset = o.log_start_offset;
             }
             if o.has_records {
-                returned_records.push(i);
+                back[i] = true;
+                returned_records = true;
             }
             named.push(changed || !incremental);
         }
-        if !returned_records.is_empty() && returned_records.len() < session.partitions.len() {
+        if returned_records {
             // Partitions that returned records go to the back, in their order.
-            let mut back = vec![false; session.partitions.len()];
-            for i in returned_records {
-                back[i] = true;
-            }
             let (mut front, mut rear) = (Vec::new(), Vec::new());
-            for (i, p) in std::mem::take(&mut session.partitions)
-                .into_iter()
-                .enumerate()
-            {
-                if back[i] {
-                    rear.push(p);
+            for (&slot, back) in session.order.iter().zip(back) {
+                if back {
+                    rear.push(slot);
                 } else {
-                    front.push(p);
+                    front.push(slot);
                 }
             }
             front.extend(rear);
-            session.partitions = front;
-            session.reindex();
+            session.order = front;
         }
         named
     }
@@ -377,7 +404,7 @@ impl SessionCache {
         let session = self.sessions.get_mut(&id)?;
         if session.owners.is_none() {
             let mut owners = Owners::Nothing;
-            for p in &session.partitions {
+            for p in session.slots.iter().flatten() {
                 owners = match (owners, owner_of(p)) {
                     (Owners::Nothing, Some(s)) => Owners::One(s),
                     (Owners::One(a), Some(s)) if a == s => Owners::One(a),

@@ -1,7 +1,8 @@
 //! One consumer: fetcher threads (one per partition leader) running Fetch long polls, in an
-//! incremental fetch session (KIP-227) as Java clients do, or sessionless, and, for the classic group protocol, a membership loop on the consumer's own thread
-//! (FindCoordinator, JoinGroup, SyncGroup with a range assignor run by the leader, Heartbeat,
-//! OffsetCommit, LeaveGroup).
+//! incremental fetch session (KIP-227) as Java clients do, or sessionless, and, for the
+//! classic group protocol, a membership loop on the consumer's own thread (FindCoordinator,
+//! JoinGroup, SyncGroup with a range assignor run by the leader, Heartbeat, OffsetCommit,
+//! LeaveGroup).
 //!
 //! End-to-end latency: every record's value starts with its intended send time (see
 //! `records`); a fetcher takes one clock reading per response and records `receipt - sent` for

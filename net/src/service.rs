@@ -524,29 +524,50 @@ pub mod local {
         out
     }
 
-    /// Reads every partition on its owner, concurrently across shards, in request order.
-    pub async fn read_everywhere(wanted: &[ReadPartition], watch: bool) -> Vec<ReadOnce> {
+    /// A read's partitions grouped by owning shard once, shared by every pass of a long
+    /// poll: a pass hands each shard its list without copying it.
+    struct ByOwner {
+        /// (owner, each partition's place in the request, the partitions)
+        groups: Vec<(ShardId, Vec<usize>, Arc<Vec<ReadPartition>>)>,
+        len: usize,
+    }
+
+    fn group_by_owner(wanted: Vec<ReadPartition>) -> ByOwner {
         let me = shard();
-        let mut by_owner: BTreeMap<ShardId, Vec<(usize, ReadPartition)>> = BTreeMap::new();
-        for (i, w) in wanted.iter().enumerate() {
-            by_owner
+        let len = wanted.len();
+        let mut by_owner: BTreeMap<ShardId, (Vec<usize>, Vec<ReadPartition>)> = BTreeMap::new();
+        for (i, w) in wanted.into_iter().enumerate() {
+            let group = by_owner
                 .entry(me.owner_of(&w.topic, w.partition))
-                .or_default()
-                .push((i, w.clone()));
+                .or_default();
+            group.0.push(i);
+            group.1.push(w);
         }
-        let hops = by_owner.into_iter().map(|(owner, items)| {
-            let (indexes, parts): (Vec<usize>, Vec<ReadPartition>) = items.into_iter().unzip();
+        ByOwner {
+            groups: by_owner
+                .into_iter()
+                .map(|(owner, (indexes, parts))| (owner, indexes, Arc::new(parts)))
+                .collect(),
+            len,
+        }
+    }
+
+    /// Reads every partition on its owner, concurrently across shards, in request order.
+    async fn read_everywhere(wanted: &ByOwner, watch: bool) -> Vec<ReadOnce> {
+        let me = shard();
+        let hops = wanted.groups.iter().map(|(owner, indexes, parts)| {
+            let parts = Arc::clone(parts);
             let hop = me.ctx.run_on(
-                owner,
+                *owner,
                 move || async move { read_owned(&parts, watch).await },
             );
             async move { (indexes, hop.await) }
         });
-        let mut slots: Vec<Option<ReadOnce>> = (0..wanted.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<ReadOnce>> = (0..wanted.len).map(|_| None).collect();
         for (indexes, hop) in futures::future::join_all(hops).await {
             match hop {
                 Ok(results) => {
-                    for (i, r) in indexes.into_iter().zip(results) {
+                    for (&i, r) in indexes.iter().zip(results) {
                         slots[i] = Some(r);
                     }
                 }
@@ -569,7 +590,8 @@ pub mod local {
     /// there). Wakes on the first partition whose high watermark moves.
     pub async fn read(request: ReadRequest) -> Vec<ServiceResult<PartitionData>> {
         let start = Instant::now();
-        let wanted = request.partitions;
+        let empty = request.partitions.is_empty();
+        let wanted = group_by_owner(request.partitions);
         loop {
             let remaining = request.max_wait.saturating_sub(start.elapsed());
             let may_wait = !remaining.is_zero() && request.min_bytes > 0;
@@ -580,7 +602,7 @@ pub mod local {
                 .map(|d| d.len())
                 .sum();
             let any_error = got.iter().any(|g| g.result.is_err());
-            if total >= request.min_bytes.max(1) || any_error || !may_wait || wanted.is_empty() {
+            if total >= request.min_bytes.max(1) || any_error || !may_wait || empty {
                 return got.into_iter().map(|g| g.result).collect();
             }
             let watches: Vec<_> = got.into_iter().filter_map(|g| g.watch).collect();

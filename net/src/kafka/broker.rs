@@ -81,7 +81,9 @@ pub struct Shard {
     pub ctx: ShardContext,
     pub config: Arc<BrokerConfig>,
     topics: RefCell<BTreeMap<String, Arc<TopicMeta>>>,
-    logs: RefCell<HashMap<(String, i32), Rc<PartitionLog>>>,
+    /// Topic, then partition: a lookup by `&str` allocates nothing (every read of every
+    /// partition looks its log up).
+    logs: RefCell<HashMap<String, HashMap<i32, Rc<PartitionLog>>>>,
     next_producer_id: Cell<i64>,
 }
 
@@ -151,17 +153,17 @@ impl Shard {
 
     /// The log of a partition this shard owns.
     pub fn local_log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
-        self.logs
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        self.logs.borrow().get(topic)?.get(&partition).cloned()
     }
 
     pub fn local_logs(&self) -> Vec<(TopicPartitionKey, Rc<PartitionLog>)> {
         self.logs
             .borrow()
             .iter()
-            .map(|(k, v)| (k.clone(), Rc::clone(v)))
+            .flat_map(|(topic, logs)| {
+                logs.iter()
+                    .map(|(&p, log)| ((topic.clone(), p), Rc::clone(log)))
+            })
             .collect()
     }
 
@@ -175,13 +177,17 @@ impl Shard {
     async fn install_topic(&self, meta: Arc<TopicMeta>) -> Result<()> {
         let log_config = meta.log_config(&self.config.log_defaults);
         for p in 0..meta.partitions {
-            let key = (meta.name.clone(), p);
-            if self.owner_of(&meta.name, p) != self.id() || self.logs.borrow().contains_key(&key) {
+            if self.owner_of(&meta.name, p) != self.id() || self.local_log(&meta.name, p).is_some()
+            {
                 continue;
             }
             let dir = catalog::partition_dir(&self.config.data_dir, &meta.name, p);
             let log = PartitionLog::open(&dir, log_config.clone()).await?;
-            self.logs.borrow_mut().insert(key, log);
+            self.logs
+                .borrow_mut()
+                .entry(meta.name.clone())
+                .or_default()
+                .insert(p, log);
         }
         // Config changes apply to logs already open.
         for p in 0..meta.partitions {
@@ -195,11 +201,12 @@ impl Shard {
 
     async fn uninstall_topic(&self, name: &str) {
         self.topics.borrow_mut().remove(name);
-        let removed: Vec<Rc<PartitionLog>> = {
-            let mut logs = self.logs.borrow_mut();
-            let keys: Vec<_> = logs.keys().filter(|(t, _)| t == name).cloned().collect();
-            keys.into_iter().filter_map(|k| logs.remove(&k)).collect()
-        };
+        let removed: Vec<Rc<PartitionLog>> = self
+            .logs
+            .borrow_mut()
+            .remove(name)
+            .map(|logs| logs.into_values().collect())
+            .unwrap_or_default();
         for log in removed {
             log.flushed().await;
         }

@@ -71,14 +71,8 @@ pub fn session_owners(id: i32) -> Option<Owners> {
     })
 }
 
-struct Wanted {
-    topic_index: usize,
-    partition_index: usize,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    max_bytes: usize,
-}
+/// Where a read partition's answer goes: (topic index, partition index) in the response.
+type Place = (usize, usize);
 
 struct Got {
     topic_index: usize,
@@ -310,7 +304,8 @@ fn outcome_of(found: &HashMap<(TopicRef, i32), Outcome>, p: &SessionPartition) -
 async fn fetch(topics: Vec<TopicWant>, version: i16, limits: &Limits) -> FetchReply {
     let me = shard();
     let mut response_topics: Vec<FetchableTopicResponse> = Vec::with_capacity(topics.len());
-    let mut wanted = Vec::new();
+    let mut places: Vec<Place> = Vec::new();
+    let mut reads: Vec<ReadPartition> = Vec::new();
     for (ti, t) in topics.into_iter().enumerate() {
         let meta = if version >= 13 {
             me.topic_by_id(t.id.as_bytes())
@@ -327,9 +322,8 @@ async fn fetch(topics: Vec<TopicWant>, version: i16, limits: &Limits) -> FetchRe
             let mut data = empty_partition(partition);
             match &meta {
                 Some(m) if partition >= 0 && partition < m.partitions => {
-                    wanted.push(Wanted {
-                        topic_index: ti,
-                        partition_index: pi,
+                    places.push((ti, pi));
+                    reads.push(ReadPartition {
                         topic: m.name.clone(),
                         partition,
                         offset,
@@ -350,25 +344,17 @@ async fn fetch(topics: Vec<TopicWant>, version: i16, limits: &Limits) -> FetchRe
     }
 
     let request = ReadRequest {
-        partitions: wanted
-            .iter()
-            .map(|w| ReadPartition {
-                topic: w.topic.clone(),
-                partition: w.partition,
-                offset: w.offset,
-                max_bytes: w.max_bytes,
-            })
-            .collect(),
+        partitions: reads,
         min_bytes: limits.min_bytes,
         max_wait: limits.max_wait,
     };
     let results = service::local::read(request).await;
-    let got = wanted
+    let got = places
         .iter()
         .zip(results)
-        .map(|(w, r)| Got {
-            topic_index: w.topic_index,
-            partition_index: w.partition_index,
+        .map(|(&(topic_index, partition_index), r)| Got {
+            topic_index,
+            partition_index,
             result: r
                 .map(|d| (d.chunks, d.high_watermark, d.log_start_offset))
                 .map_err(|e| e.code()),

@@ -228,3 +228,17 @@ def kafka_python_round_trip(bootstrap: str, message_count: int = 10, timeout_s: 
         consumer.close()
     assert received == expected, f"round trip on {topic}: got {received!r}"
     return topic
+
+
+def kafka_python_create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Creates a topic with kafka-python's admin client and waits for its metadata."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        admin.create_topics(
+            {topic: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
+        )
+    finally:
+        admin.close()

@@ -16,22 +16,9 @@ from collections import Counter
 
 import pytest
 
-from kafka_helpers import wait_for
+from kafka_helpers import kafka_python_create_topic, wait_for
 
 PRINTED_KEY_VALUE = re.compile(r"^(b'[^']*') (b'[^']*')$")
-
-
-def create_topic(broker, topic: str, partitions: int) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
-    try:
-        admin.create_topics(
-            {topic: {"num_partitions": partitions, "replication_factor": 1}},
-            wait_for_metadata=True,
-        )
-    finally:
-        admin.close()
 
 
 def require_port_9092(broker) -> None:
@@ -174,7 +161,7 @@ def test_keyed_messages_keep_per_partition_order_and_reported_offsets(broker, to
     partition_count = 3
     message_count = 600
     key_count = 12
-    create_topic(broker, topic, partition_count)
+    kafka_python_create_topic(broker.bootstrap, topic, partition_count)
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     futures = []
@@ -234,7 +221,7 @@ def test_incremental_fetch_sessions_follow_assignment_changes(broker, topic, cap
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     partition_count = 6
-    create_topic(broker, topic, partition_count)
+    kafka_python_create_topic(broker.bootstrap, topic, partition_count)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
     sent = {p: [] for p in range(partition_count)}
 

@@ -58,15 +58,13 @@ fn with_sessions<R>(f: impl FnOnce(&mut SessionCache) -> R) -> R {
 /// Where the partitions of fetch session `id` live, for a connection deciding whether to
 /// move (`server.rs`): an incremental request names only the partitions that changed.
 pub fn session_owners(id: i32) -> Option<Owners> {
+    let me = shard();
     with_sessions(|cache| {
-        cache.owners(id, |p| {
-            let me = shard();
-            match &p.topic {
-                TopicRef::Name(n) => Some(me.owner_of(n.0.as_str(), p.partition)),
-                TopicRef::Id(u) => me
-                    .topic_by_id(u.as_bytes())
-                    .map(|m| me.owner_of(&m.name, p.partition)),
-            }
+        cache.owners(id, |p| match &p.topic {
+            TopicRef::Name(n) => Some(me.owner_of(n.0.as_str(), p.partition)),
+            TopicRef::Id(u) => me
+                .topic_by_id(u.as_bytes())
+                .map(|m| me.owner_of(&m.name, p.partition)),
         })
     })
 }

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::sync::oneshot;
+use crate::sync::signal::Signal;
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
@@ -372,8 +373,9 @@ struct LogState {
     writes_in_flight: u32,
     /// End of what has been written to segment files (at or above `committed_end`).
     written_end: Offset,
-    /// Long-polling readers waiting for the high watermark to move.
-    hw_watchers: Vec<oneshot::Sender<()>>,
+    /// Long polls waiting for the high watermark to move: one signal per waiting read
+    /// pass, shared by all the partitions it waits on (see `watch_high_watermark`).
+    hw_watchers: Vec<Signal>,
     space_waiters: Vec<oneshot::Sender<()>>,
     producers: ProducerStateTable,
     alignment: u64,
@@ -582,19 +584,19 @@ impl PartitionLog {
         self.state.borrow().committed_end
     }
 
-    /// Resolves once the high watermark is above `offset` (at once if it already is).
-    /// The receiver is `Send`, so a fetch on another core can wait on it.
-    pub fn watch_high_watermark(&self, offset: Offset) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
+    /// Fires `signal` once the high watermark is above `offset` (at once if it already
+    /// is, or if the log failed). A long poll registers one signal with every partition
+    /// it waits on, so a read pass over 500 caught-up partitions costs one allocation and
+    /// one wake-up, not 500; the signal may live on another shard's fetch.
+    pub fn watch_high_watermark(&self, offset: Offset, signal: &Signal) {
         let mut st = self.state.borrow_mut();
         if st.committed_end > offset || st.failed {
-            let _ = tx.send(());
+            signal.fire();
         } else {
-            // Watchers whose fetch already returned are dropped here, bounding the list.
-            st.hw_watchers.retain(|w| !w.is_canceled());
-            st.hw_watchers.push(tx);
+            // Signals already fired or abandoned are dropped here, bounding the list.
+            st.hw_watchers.retain(|w| !w.is_done());
+            st.hw_watchers.push(signal.clone());
         }
-        rx
     }
 
     pub fn config(&self) -> LogConfig {
@@ -922,6 +924,10 @@ impl PartitionLog {
                 for w in st.space_waiters.drain(..) {
                     let _ = w.send(());
                 }
+                // Long polls re-read and find the error instead of waiting it out.
+                for w in st.hw_watchers.drain(..) {
+                    w.fire();
+                }
                 return;
             }
         }
@@ -1098,7 +1104,7 @@ impl PartitionLog {
             let _ = w.send(());
         }
         for w in st.hw_watchers.drain(..) {
-            let _ = w.send(());
+            w.fire();
         }
         drain_graveyard();
         Ok(())
@@ -1205,7 +1211,11 @@ impl PartitionLog {
             for f in files {
                 if let Err(e) = crate::group_sync::sync_file(&f).await {
                     tracing::error!(error = %e, "interval sync failed; failing the log");
-                    log.state.borrow_mut().failed = true;
+                    let mut st = log.state.borrow_mut();
+                    st.failed = true;
+                    for w in st.hw_watchers.drain(..) {
+                        w.fire();
+                    }
                 }
             }
             let mut st = log.state.borrow_mut();

@@ -279,3 +279,130 @@ pub mod oneshot {
         }
     }
 }
+
+/// One wake-up that many sources can give: a long poll over many partitions registers a
+/// single signal with each partition it waits on, and the first partition whose high
+/// watermark moves fires it. The others find it done and drop their copy on their next
+/// registration or commit, without a lock. Wake-ups cross shards as [`oneshot`]'s do.
+pub mod signal {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use super::oneshot;
+
+    /// Held by the sources only, so that when the last one goes the sender drops and the
+    /// waiter completes (a partition deleted under a long poll wakes it).
+    struct Shared {
+        /// Fired, or the waiter is gone: either way no source needs to keep it.
+        done: Arc<AtomicBool>,
+        sender: Mutex<Option<oneshot::Sender<()>>>,
+    }
+
+    /// The sources' side; clone it into every place that may fire it.
+    #[derive(Clone)]
+    pub struct Signal(Arc<Shared>);
+
+    /// The waiting side: completes when any source fires (or every source is gone).
+    pub struct Waiter {
+        receiver: oneshot::Receiver<()>,
+        done: Arc<AtomicBool>,
+    }
+
+    pub fn signal() -> (Signal, Waiter) {
+        let (sender, receiver) = oneshot::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            done: Arc::clone(&done),
+            sender: Mutex::new(Some(sender)),
+        });
+        (Signal(shared), Waiter { receiver, done })
+    }
+
+    impl Signal {
+        /// Wakes the waiter; only the first call does anything.
+        pub fn fire(&self) {
+            if self.0.done.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let sender = self
+                .0
+                .sender
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(sender) = sender {
+                let _ = sender.send(());
+            }
+        }
+
+        /// Fired already, or nobody waits any more: sources can forget it.
+        pub fn is_done(&self) -> bool {
+            self.0.done.load(Ordering::Acquire)
+        }
+    }
+
+    impl Future for Waiter {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            Pin::new(&mut self.receiver).poll(cx).map(|_| ())
+        }
+    }
+
+    impl Drop for Waiter {
+        fn drop(&mut self) {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+
+    impl std::fmt::Debug for Signal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("signal::Signal")
+        }
+    }
+
+    impl std::fmt::Debug for Waiter {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("signal::Waiter")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use futures::FutureExt;
+
+        #[test]
+        fn first_fire_wakes_and_the_rest_are_no_ops() {
+            let (signal, mut waiter) = signal();
+            let other = signal.clone();
+            assert!(!signal.is_done());
+            assert!((&mut waiter).now_or_never().is_none());
+            other.fire();
+            assert!(signal.is_done());
+            signal.fire();
+            assert!((&mut waiter).now_or_never().is_some());
+        }
+
+        #[test]
+        fn a_dropped_waiter_marks_the_signal_done() {
+            let (signal, waiter) = signal();
+            drop(waiter);
+            assert!(signal.is_done());
+            signal.fire(); // nobody listens: no panic, nothing sent
+        }
+
+        #[test]
+        fn every_source_gone_completes_the_waiter() {
+            let (signal, mut waiter) = signal();
+            let copy = signal.clone();
+            drop(signal);
+            assert!((&mut waiter).now_or_never().is_none());
+            drop(copy);
+            assert!((&mut waiter).now_or_never().is_some());
+        }
+    }
+}

@@ -461,7 +461,7 @@ pub mod local {
         GroupId, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use quiver_engine::sync::oneshot;
+    use quiver_engine::sync::signal::{self, Signal, Waiter};
     use quiver_engine::types::{LeaderEpoch, Offset};
 
     use super::*;
@@ -485,43 +485,42 @@ pub mod local {
         Ok(log.append_chunks_for(records, LeaderEpoch(0), ack).await?)
     }
 
-    /// What one read of one partition found, plus a watermark watch when asked for and
-    /// nothing was there.
+    /// One read pass over partitions this shard owns: what each partition holds, and
+    /// when asked to watch, one waiter that any of the partitions that had nothing
+    /// fires when its high watermark moves.
     pub struct ReadOnce {
-        pub result: ServiceResult<PartitionData>,
-        pub watch: Option<oneshot::Receiver<()>>,
+        pub results: Vec<ServiceResult<PartitionData>>,
+        pub waiter: Option<Waiter>,
     }
 
     /// Reads partitions this shard owns, once, without waiting.
-    pub async fn read_owned(wanted: &[ReadPartition], watch: bool) -> Vec<ReadOnce> {
+    pub async fn read_owned(wanted: &[ReadPartition], watch: bool) -> ReadOnce {
         let s = shard();
-        let mut out = Vec::with_capacity(wanted.len());
+        let mut results = Vec::with_capacity(wanted.len());
+        let mut watching: Option<(Signal, Waiter)> = None;
         for w in wanted {
             let Some(log) = s.local_log(&w.topic, w.partition) else {
-                out.push(ReadOnce {
-                    result: Err(ServiceError::unknown_partition(&w.topic, w.partition)),
-                    watch: None,
-                });
+                results.push(Err(ServiceError::unknown_partition(&w.topic, w.partition)));
                 continue;
             };
             let result = log.read(Offset(w.offset), w.max_bytes).await;
-            let watch = match &result {
-                Ok(r) if watch && r.chunks.is_empty() => {
-                    Some(log.watch_high_watermark(Offset(w.offset)))
+            if let Ok(r) = &result {
+                if watch && r.chunks.is_empty() {
+                    let (signal, _) = watching.get_or_insert_with(signal::signal);
+                    log.watch_high_watermark(Offset(w.offset), signal);
                 }
-                _ => None,
-            };
-            out.push(ReadOnce {
-                result: result.map_err(ServiceError::from).map(|r| PartitionData {
-                    next_offset: next_offset_after(&r.chunks),
-                    chunks: r.chunks,
-                    high_watermark: r.high_watermark.0,
-                    log_start_offset: r.log_start_offset.0,
-                }),
-                watch,
-            });
+            }
+            results.push(result.map_err(ServiceError::from).map(|r| PartitionData {
+                next_offset: next_offset_after(&r.chunks),
+                chunks: r.chunks,
+                high_watermark: r.high_watermark.0,
+                log_start_offset: r.log_start_offset.0,
+            }));
         }
-        out
+        ReadOnce {
+            results,
+            waiter: watching.map(|(_, waiter)| waiter),
+        }
     }
 
     /// A read's partitions grouped by owning shard once, shared by every pass of a long
@@ -552,8 +551,12 @@ pub mod local {
         }
     }
 
-    /// Reads every partition on its owner, concurrently across shards, in request order.
-    async fn read_everywhere(wanted: &ByOwner, watch: bool) -> Vec<ReadOnce> {
+    /// Reads every partition on its owner, concurrently across shards, in request order,
+    /// with the waiters of the shards that watch.
+    async fn read_everywhere(
+        wanted: &ByOwner,
+        watch: bool,
+    ) -> (Vec<ServiceResult<PartitionData>>, Vec<Waiter>) {
         let me = shard();
         let hops = wanted.groups.iter().map(|(owner, indexes, parts)| {
             let parts = Arc::clone(parts);
@@ -563,26 +566,25 @@ pub mod local {
             );
             async move { (indexes, hop.await) }
         });
-        let mut slots: Vec<Option<ReadOnce>> = (0..wanted.len).map(|_| None).collect();
+        let mut slots: Vec<Option<ServiceResult<PartitionData>>> =
+            (0..wanted.len).map(|_| None).collect();
+        let mut waiters = Vec::new();
         for (indexes, hop) in futures::future::join_all(hops).await {
             match hop {
-                Ok(results) => {
-                    for (&i, r) in indexes.iter().zip(results) {
+                Ok(once) => {
+                    for (&i, r) in indexes.iter().zip(once.results) {
                         slots[i] = Some(r);
                     }
+                    waiters.extend(once.waiter);
                 }
                 Err(e) => tracing::error!(error = %e, "read hop failed"),
             }
         }
-        slots
+        let results = slots
             .into_iter()
-            .map(|s| {
-                s.unwrap_or(ReadOnce {
-                    result: Err(ServiceError::Engine(EngineError::ShardGone)),
-                    watch: None,
-                })
-            })
-            .collect()
+            .map(|s| s.unwrap_or(Err(ServiceError::Engine(EngineError::ShardGone))))
+            .collect();
+        (results, waiters)
     }
 
     /// Reads with long polling: returns once `min_bytes` are available over all
@@ -595,32 +597,27 @@ pub mod local {
         loop {
             let remaining = request.max_wait.saturating_sub(start.elapsed());
             let may_wait = !remaining.is_zero() && request.min_bytes > 0;
-            let got = read_everywhere(&wanted, may_wait).await;
+            let (got, waiters) = read_everywhere(&wanted, may_wait).await;
             let total: usize = got
                 .iter()
-                .filter_map(|g| g.result.as_ref().ok())
+                .filter_map(|g| g.as_ref().ok())
                 .map(|d| d.len())
                 .sum();
-            let any_error = got.iter().any(|g| g.result.is_err());
+            let any_error = got.iter().any(|g| g.is_err());
             if total >= request.min_bytes.max(1) || any_error || !may_wait || empty {
-                return got.into_iter().map(|g| g.result).collect();
+                return got;
             }
-            let watches: Vec<_> = got.into_iter().filter_map(|g| g.watch).collect();
-            if watches.is_empty() {
+            if waiters.is_empty() {
                 glommio::timer::sleep(remaining).await;
             } else {
-                let any = futures::future::select_all(watches);
+                let any = futures::future::select_all(waiters);
                 let timeout = glommio::timer::sleep(remaining);
                 futures::pin_mut!(timeout);
                 let _ = futures::future::select(any, timeout).await;
             }
             if start.elapsed() >= request.max_wait {
                 // One last read so data that arrived exactly at the deadline is returned.
-                return read_everywhere(&wanted, false)
-                    .await
-                    .into_iter()
-                    .map(|g| g.result)
-                    .collect();
+                return read_everywhere(&wanted, false).await.0;
             }
         }
     }

@@ -31,7 +31,7 @@ use quiver_engine::types::ShardId;
 use quiver_engine::EngineError;
 pub use quiver_protocol::Acks;
 
-use crate::kafka::broker::{shard, OFFSETS_TOPIC};
+use crate::kafka::broker::{partition_log, shard, TopicLogs, OFFSETS_TOPIC};
 use crate::kafka::errors::error_code;
 
 /// A way to run a closure on a given shard: from a shard ([`ShardContext`]) or from any
@@ -498,8 +498,14 @@ pub mod local {
         let s = shard();
         let mut results = Vec::with_capacity(wanted.len());
         let mut watching: Option<(Signal, Waiter)> = None;
+        // A read names many partitions of few topics: resolve each run of a topic once.
+        let mut topic: Option<(&str, Option<TopicLogs>)> = None;
         for w in wanted {
-            let Some(log) = s.local_log(&w.topic, w.partition) else {
+            let logs = match &topic {
+                Some((name, logs)) if *name == w.topic => logs,
+                _ => &topic.insert((&w.topic, s.local_topic_logs(&w.topic))).1,
+            };
+            let Some(log) = logs.as_ref().and_then(|l| partition_log(l, w.partition)) else {
                 results.push(Err(ServiceError::unknown_partition(&w.topic, w.partition)));
                 continue;
             };

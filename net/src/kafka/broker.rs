@@ -7,7 +7,7 @@
 //! `ShardContext::run_on`. No state here is shared between threads.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -19,6 +19,7 @@ use quiver_engine::log::{LogConfig, PartitionLog};
 use quiver_engine::runtime::{shard_for, ShardContext};
 use quiver_engine::types::ShardId;
 use quiver_engine::{EngineError, Result};
+use rustc_hash::FxHashMap;
 
 /// Name of the internal topic holding committed consumer offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -77,13 +78,22 @@ impl BrokerConfig {
     }
 }
 
+/// The logs of one topic that a shard owns, indexed by partition (`None`: another shard's,
+/// or not open). Replaced, not edited, while a read holds a copy (`Rc::make_mut`).
+pub type TopicLogs = Rc<Vec<Option<Rc<PartitionLog>>>>;
+
+/// The log of `partition` in `logs`.
+pub fn partition_log(logs: &TopicLogs, partition: i32) -> Option<Rc<PartitionLog>> {
+    logs.get(usize::try_from(partition).ok()?)?.clone()
+}
+
 pub struct Shard {
     pub ctx: ShardContext,
     pub config: Arc<BrokerConfig>,
     topics: RefCell<BTreeMap<String, Arc<TopicMeta>>>,
-    /// Topic, then partition: a lookup by `&str` allocates nothing (every read of every
-    /// partition looks its log up).
-    logs: RefCell<HashMap<String, HashMap<i32, Rc<PartitionLog>>>>,
+    /// Topic, then partition: a lookup by `&str` allocates nothing, and a read over many
+    /// partitions of a topic resolves the topic once ([`Shard::local_topic_logs`]).
+    logs: RefCell<FxHashMap<String, TopicLogs>>,
     next_producer_id: Cell<i64>,
 }
 
@@ -113,7 +123,7 @@ impl Shard {
             ctx,
             config,
             topics: RefCell::new(BTreeMap::new()),
-            logs: RefCell::new(HashMap::new()),
+            logs: RefCell::new(FxHashMap::default()),
             next_producer_id: Cell::new(startup_ms * 1_000_000),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(Rc::clone(&shard)));
@@ -153,7 +163,12 @@ impl Shard {
 
     /// The log of a partition this shard owns.
     pub fn local_log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
-        self.logs.borrow().get(topic)?.get(&partition).cloned()
+        partition_log(self.logs.borrow().get(topic)?, partition)
+    }
+
+    /// The logs of `topic` this shard owns, for a caller about to look up many of them.
+    pub fn local_topic_logs(&self, topic: &str) -> Option<TopicLogs> {
+        self.logs.borrow().get(topic).cloned()
     }
 
     pub fn local_logs(&self) -> Vec<(TopicPartitionKey, Rc<PartitionLog>)> {
@@ -161,8 +176,10 @@ impl Shard {
             .borrow()
             .iter()
             .flat_map(|(topic, logs)| {
-                logs.iter()
-                    .map(|(&p, log)| ((topic.clone(), p), Rc::clone(log)))
+                logs.iter().enumerate().filter_map(|(p, log)| {
+                    let log = log.as_ref()?;
+                    Some(((topic.clone(), p as i32), Rc::clone(log)))
+                })
             })
             .collect()
     }
@@ -183,11 +200,13 @@ impl Shard {
             }
             let dir = catalog::partition_dir(&self.config.data_dir, &meta.name, p);
             let log = PartitionLog::open(&dir, log_config.clone()).await?;
-            self.logs
-                .borrow_mut()
-                .entry(meta.name.clone())
-                .or_default()
-                .insert(p, log);
+            let mut logs = self.logs.borrow_mut();
+            let topic = Rc::make_mut(logs.entry(meta.name.clone()).or_default());
+            let slot = p as usize; // 0..meta.partitions
+            if topic.len() <= slot {
+                topic.resize(slot + 1, None);
+            }
+            topic[slot] = Some(log);
         }
         // Config changes apply to logs already open.
         for p in 0..meta.partitions {
@@ -205,7 +224,7 @@ impl Shard {
             .logs
             .borrow_mut()
             .remove(name)
-            .map(|logs| logs.into_values().collect())
+            .map(|logs| logs.iter().flatten().cloned().collect())
             .unwrap_or_default();
         for log in removed {
             log.flushed().await;

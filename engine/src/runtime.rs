@@ -518,6 +518,12 @@ mod tests {
                     .await
                     .unwrap();
                 results.lock().unwrap().push((me, seen));
+                // Serve until the other shard has its answer too: an executor that
+                // returned first would drop the other's hop in flight to it, and the
+                // test would hang (seen about once in three full-suite runs).
+                while results.lock().unwrap().len() < 2 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
             }
         })
         .unwrap();

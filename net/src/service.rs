@@ -125,7 +125,8 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 /// One partition to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadPartition {
-    pub topic: String,
+    /// Shared by the partitions of one topic in a read (a fetch names hundreds).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// At least one whole batch is returned even when it is larger (KIP-74).
@@ -502,7 +503,7 @@ pub mod local {
         let mut topic: Option<(&str, Option<TopicLogs>)> = None;
         for w in wanted {
             let logs = match &topic {
-                Some((name, logs)) if *name == w.topic => logs,
+                Some((name, logs)) if *name == &*w.topic => logs,
                 _ => &topic.insert((&w.topic, s.local_topic_logs(&w.topic))).1,
             };
             let Some(log) = logs.as_ref().and_then(|l| partition_log(l, w.partition)) else {

@@ -51,7 +51,7 @@ pub(super) async fn handle(service: &Service<ShardContext>, request: Request) ->
                         .into_iter()
                         .map(|p| ReadPartition {
                             max_bytes: (p.max_bytes as usize).min(max_bytes),
-                            topic: p.topic,
+                            topic: p.topic.into(),
                             partition: p.partition,
                             offset: p.offset,
                         })

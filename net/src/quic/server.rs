@@ -635,7 +635,7 @@ pub(super) fn subscription_read(
 ) -> ReadRequest {
     ReadRequest {
         partitions: vec![ReadPartition {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition,
             offset,
             max_bytes,

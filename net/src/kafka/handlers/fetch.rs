@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::kafka::broker::shard;
@@ -315,14 +316,18 @@ async fn fetch(topics: Vec<TopicWant>, version: i16, limits: &Limits) -> FetchRe
         } else {
             E::UnknownTopicOrPartition.code()
         };
+        // One shared name for the topic's partitions (a fetch names hundreds).
+        let topic = meta
+            .as_ref()
+            .map(|m| (m.partitions, Arc::<str>::from(m.name.as_str())));
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, &(partition, offset, partition_max_bytes)) in t.partitions.iter().enumerate() {
             let mut data = empty_partition(partition);
-            match &meta {
-                Some(m) if partition >= 0 && partition < m.partitions => {
+            match &topic {
+                Some((count, name)) if partition >= 0 && partition < *count => {
                     places.push((ti, pi));
                     reads.push(ReadPartition {
-                        topic: m.name.clone(),
+                        topic: Arc::clone(name),
                         partition,
                         offset,
                         max_bytes: (partition_max_bytes.max(0) as usize).min(limits.max_bytes),

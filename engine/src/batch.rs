@@ -563,6 +563,9 @@ pub mod build {
         batch_with_producer(records, base_timestamp, -1, -1, -1)
     }
 
+    /// A record as `batch_kv` takes it: key and value, both nullable.
+    pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     pub fn batch_with_producer(
         records: &[(Option<&[u8]>, &[u8])],
         base_timestamp: i64,
@@ -570,8 +573,7 @@ pub mod build {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Vec<u8> {
-        let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            records.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        let kv: Vec<KeyValue> = records.iter().map(|(k, v)| (*k, Some(*v))).collect();
         batch_kv(
             &kv,
             base_timestamp,
@@ -583,7 +585,7 @@ pub mod build {
 
     /// Keys and values both nullable (a null value is a tombstone).
     pub fn batch_kv(
-        records: &[(Option<&[u8]>, Option<&[u8]>)],
+        records: &[KeyValue],
         base_timestamp: i64,
         producer_id: i64,
         producer_epoch: i16,

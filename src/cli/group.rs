@@ -43,7 +43,7 @@ impl GroupCommand {
             GroupCommand::List => {
                 let mut groups = client.list_groups().await.context("listing groups")?;
                 groups.sort_by(|a, b| a.group.cmp(&b.group));
-                println!("{:<40} {:<22} {}", "GROUP", "STATE", "PROTOCOL-TYPE");
+                println!("{:<40} {:<22} PROTOCOL-TYPE", "GROUP", "STATE");
                 for g in groups {
                     println!("{:<40} {:<22} {}", g.group, g.state, g.protocol_type);
                 }

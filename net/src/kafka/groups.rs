@@ -149,7 +149,7 @@ async fn persist(partition: i32, records: Vec<OffsetLogRecord>) -> Result<(), E>
         .local_log(OFFSETS_TOPIC, partition)
         .ok_or(E::CoordinatorNotAvailable)?;
     let encoded: Vec<_> = records.iter().map(|r| r.encode()).collect();
-    let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> = encoded
+    let kv: Vec<build::KeyValue> = encoded
         .iter()
         .map(|e| (Some(&e.key[..]), e.value.as_deref()))
         .collect();

@@ -693,7 +693,7 @@ mod tests {
             let got = rb.spare(needed).len().min(needed);
             rb.filled(start, got);
             assert!(rb.spare_initialized <= rb.bytes.capacity() - rb.bytes.len());
-            if rng % 3 == 0 {
+            if rng.is_multiple_of(3) {
                 let k = rb.bytes.len() / 2;
                 held.push(rb.bytes.split_to(k).freeze());
                 if held.len() > 8 {

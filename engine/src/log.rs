@@ -349,6 +349,13 @@ struct Waiter {
     early: bool,
 }
 
+/// Wakes every long poll waiting on this log (the watermark moved, or the log failed).
+fn fire_hw_watchers(st: &mut LogState) {
+    for w in st.hw_watchers.drain(..) {
+        w.fire();
+    }
+}
+
 struct LogState {
     dir: PathBuf,
     config: LogConfig,
@@ -925,9 +932,7 @@ impl PartitionLog {
                     let _ = w.send(());
                 }
                 // Long polls re-read and find the error instead of waiting it out.
-                for w in st.hw_watchers.drain(..) {
-                    w.fire();
-                }
+                fire_hw_watchers(st);
                 return;
             }
         }
@@ -1103,9 +1108,7 @@ impl PartitionLog {
         for w in st.space_waiters.drain(..) {
             let _ = w.send(());
         }
-        for w in st.hw_watchers.drain(..) {
-            w.fire();
-        }
+        fire_hw_watchers(st);
         drain_graveyard();
         Ok(())
     }
@@ -1213,9 +1216,7 @@ impl PartitionLog {
                     tracing::error!(error = %e, "interval sync failed; failing the log");
                     let mut st = log.state.borrow_mut();
                     st.failed = true;
-                    for w in st.hw_watchers.drain(..) {
-                        w.fire();
-                    }
+                    fire_hw_watchers(&mut st);
                 }
             }
             let mut st = log.state.borrow_mut();

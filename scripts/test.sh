@@ -17,6 +17,8 @@
 #   QUIVER_SKIP_CARGO_TESTS=1  skip the Rust test stage
 #   PYTEST_TIMEOUT_S        per-test time limit (default 180 s)
 #   INTEGRATION_TIMEOUT_S   limit for the whole integration stage (default 1800 s)
+#   FUZZ_SMOKE_TIMEOUT_S, PERF_SMOKE_TIMEOUT_S  limits for those stages (1500 s, 900 s);
+#   BENCH_SMOKE_TIMEOUT_S   per bench binary (300 s; a hang is retried once)
 #   Extra arguments go to pytest, e.g. ./scripts/test.sh -k kcat
 set -euo pipefail
 
@@ -25,6 +27,10 @@ repo_root="$(pwd)"
 
 pytest_timeout_s="${PYTEST_TIMEOUT_S:-180}"
 integration_timeout_s="${INTEGRATION_TIMEOUT_S:-1800}"
+# Caps on the smoke stages (each normally takes 2-5 minutes, builds included), so a hang
+# fails its stage instead of using up CI's time; bench-smoke.sh watches each bench itself.
+fuzz_timeout_s="${FUZZ_SMOKE_TIMEOUT_S:-1500}"
+perf_timeout_s="${PERF_SMOKE_TIMEOUT_S:-900}"
 venv_dir="$repo_root/.venv"
 requirements="$repo_root/tests/requirements.txt"
 
@@ -168,13 +174,13 @@ if [[ "${QUIVER_SKIP_CARGO_TESTS:-0}" != "1" ]]; then
 fi
 run_stage "integration tests (pytest)" integration_tests "$@"
 if [[ -f scripts/fuzz-smoke.sh ]]; then
-    run_stage "fuzz smoke" bash scripts/fuzz-smoke.sh
+    run_stage "fuzz smoke" timeout --kill-after=30 "$fuzz_timeout_s" bash scripts/fuzz-smoke.sh
 fi
 if [[ -f scripts/bench-smoke.sh ]]; then
     run_stage "bench smoke" bash scripts/bench-smoke.sh
 fi
 if [[ -f scripts/perf-smoke.sh ]]; then
-    run_stage "perf smoke" bash scripts/perf-smoke.sh
+    run_stage "perf smoke" timeout --kill-after=30 "$perf_timeout_s" bash scripts/perf-smoke.sh
 fi
 
 if [[ "${#failed_stages[@]}" -gt 0 ]]; then

@@ -1486,7 +1486,17 @@ impl LocalExecutor {
                 let cur_time = Instant::now();
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
-                if !run {
+                // QUIVER PATCH (8): `run_task_queues` also returns false when it found the
+                // latency ring non-empty (`need_preempt`) before running anything, with
+                // task queues still active. Parking then slept with runnable tasks: with
+                // the preemption timer kept across polls (patch 1) it fires at any point,
+                // and when it lands between `poll_io` and the first `need_preempt` check
+                // nothing wakes the executor again unless other work arrives (a bench's
+                // lone job hung in CI; with a 20 µs preemption timer a task that only
+                // yields hung at once: quiver-engine's tests/executor.rs). Go round the
+                // loop instead: `poll_io` consumes the latency ring, then the queues run.
+                let runnable = !this.queues.borrow().active_executors.is_empty();
+                if !run && !runnable {
                     if let Poll::Ready(t) = future.as_mut().poll(cx) {
                         // It may be that we just became ready now that the task queue
                         // is exhausted. But if we sleep (park) we'll never know so we

@@ -18,10 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 timeout_s="${BENCH_SMOKE_TIMEOUT_S:-300}"
+target_dir="${CARGO_TARGET_DIR:-$(pwd)/target}"
 mode="${1:-test}"
 case "$mode" in
-  test | --test) bench_args=(--test) ;;
-  quick | --quick) bench_args=(--quick --warm-up-time 0.2 --measurement-time 0.5) ;;
+  test | --test) bench_args=(--bench --test) ;;
+  quick | --quick) bench_args=(--bench --quick --warm-up-time 0.2 --measurement-time 0.5) ;;
   *)
     echo "usage: $0 [--test|--quick]" >&2
     exit 2
@@ -52,8 +53,9 @@ dump_threads() {
 # Runs bench binary $1 with the bench arguments under the watchdog; 124 on a hang.
 run_watched() {
   local binary="$1" pid waited=0
-  # criterion (like cargo bench) runs from the package directory.
-  (cd benches && exec "$binary" "${bench_args[@]}") &
+  # As under cargo bench: run from the package directory, with criterion's reports under
+  # the workspace's target/criterion (criterion finds it through CARGO_TARGET_DIR).
+  (cd benches && CARGO_TARGET_DIR="$target_dir" exec "$binary" "${bench_args[@]}") &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     if ((waited >= timeout_s * 10)); then

@@ -3,19 +3,18 @@
 //! call to the calling shard (runs inline) for comparison, and many hops in flight at once;
 //! and, as the machine's floor under any of it, a round trip between two pinned OS threads.
 //!
-//! One 2-shard runtime (`runtime::run`, pinned to cpus 0 and 1) lives for the whole bench.
-//! Shard 0 takes measurement requests over a channel, times N hops inside its executor and
-//! sends the elapsed time back for `iter_custom`; shard 1 only answers hops.
+//! One 2-shard runtime (`quiver_benches::BenchRuntime`, pinned to cpus 0 and 1) lives for
+//! the whole bench. Shard 0 takes measurement requests through the runtime's external
+//! inbox, times N hops inside its executor and sends the elapsed time back for
+//! `iter_custom`; shard 1 only answers hops.
 //!
 //! `cargo bench -p quiver-benches --bench hop` for figures.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use futures::channel::{mpsc, oneshot};
-use futures::StreamExt;
-use quiver_engine::runtime::{run, RuntimeConfig, ShardContext};
+use quiver_benches::BenchRuntime;
+use quiver_engine::runtime::ShardContext;
 use quiver_engine::types::ShardId;
 
 const SHARDS: usize = 2;
@@ -33,85 +32,22 @@ enum Hop {
     OtherShardConcurrent,
 }
 
-struct Measure {
-    hop: Hop,
-    /// Round trips for `OtherShard`/`SameShard`; rounds of `HOPS_IN_FLIGHT` hops otherwise.
-    iters: u64,
-    elapsed: std::sync::mpsc::SyncSender<Duration>,
-}
-
-/// A running 2-shard runtime that measures hops on request.
+/// A running 2-shard runtime that measures hops on request: shard 0 times them.
 struct HopRig {
-    requests: Option<mpsc::UnboundedSender<Measure>>,
-    /// Dropped to let the shards other than the driver return.
-    stop: Option<oneshot::Sender<()>>,
-    runtime: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Takes the one `T` out of a slot shared by every shard's copy of the start-up closure.
-fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
-    slot.lock().expect("start-up only, never poisoned").take()
+    runtime: BenchRuntime,
 }
 
 impl HopRig {
     fn start() -> HopRig {
-        let config = RuntimeConfig::with_cores(Some(SHARDS));
-        assert_eq!(
-            config.cpus,
-            (0..SHARDS).collect::<Vec<_>>(),
-            "the hop bench needs {SHARDS} cpus"
-        );
-        let (requests, requests_rx) = mpsc::unbounded::<Measure>();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let requests_rx = Arc::new(Mutex::new(Some(requests_rx)));
-        let stop_rx = Arc::new(Mutex::new(Some(stop_rx)));
-        let runtime = std::thread::spawn(move || {
-            run(&config, move |ctx| {
-                let (requests_rx, stop_rx) = (Arc::clone(&requests_rx), Arc::clone(&stop_rx));
-                async move {
-                    if ctx.id() == ShardId(0) {
-                        let mut requests = take(&requests_rx).expect("one driver shard");
-                        while let Some(request) = requests.next().await {
-                            let elapsed = measure(&ctx, request.hop, request.iters).await;
-                            let _ = request.elapsed.send(elapsed);
-                        }
-                    } else {
-                        // Serves hops (the runtime's mesh tasks) until the rig is dropped.
-                        let _ = take(&stop_rx).expect("one answering shard").await;
-                    }
-                }
-            })
-            .expect("starting the 2-shard runtime");
-        });
         HopRig {
-            requests: Some(requests),
-            stop: Some(stop),
-            runtime: Some(runtime),
+            runtime: BenchRuntime::start(SHARDS, None),
         }
     }
 
     fn measure(&self, hop: Hop, iters: u64) -> Duration {
-        let (elapsed, elapsed_rx) = std::sync::mpsc::sync_channel(1);
-        self.requests
-            .as_ref()
-            .expect("rig is running")
-            .unbounded_send(Measure {
-                hop,
-                iters,
-                elapsed,
-            })
-            .expect("driver shard is alive");
-        elapsed_rx.recv().expect("driver shard measured")
-    }
-}
-
-impl Drop for HopRig {
-    fn drop(&mut self) {
-        drop(self.requests.take());
-        drop(self.stop.take());
-        if let Some(runtime) = self.runtime.take() {
-            let _ = runtime.join();
-        }
+        self.runtime.run_on(0, move || async move {
+            measure(&BenchRuntime::context(), hop, iters).await
+        })
     }
 }
 

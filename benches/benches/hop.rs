@@ -44,6 +44,8 @@ impl HopRig {
         }
     }
 
+    /// Times `iters` round trips (`SameShard`, `OtherShard`) or rounds of `HOPS_IN_FLIGHT`
+    /// hops (`OtherShardConcurrent`) on shard 0.
     fn measure(&self, hop: Hop, iters: u64) -> Duration {
         self.runtime.run_on(0, move || async move {
             measure(&BenchRuntime::context(), hop, iters).await

@@ -1,36 +1,19 @@
 //! The glommio executor as patched in third_party/glommio (QUIVER_PATCHES.md): behaviour the
 //! shards rely on that upstream's tests do not cover.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-
-/// Returns `Pending` once after waking itself: the task is runnable again at once.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Patch 8: the preemption timer kept across polls (patch 1) may fire between the
 /// executor's I/O poll and its first `need_preempt` check; the executor then ran no task
 /// queue and, before patch 8, parked with the task still runnable and nothing left to wake
 /// it (a bench hung in CI this way). A short preemption timer makes that window common: a
-/// task that only yields hung within a few thousand yields at 20 µs.
+/// task that only yields (it is runnable again at once) hung before its first thousand
+/// yields at 20 µs.
 #[test]
 fn a_preemption_timer_firing_before_the_task_queues_run_does_not_park_a_runnable_task() {
     const YIELDS: u64 = 3_000_000;
@@ -43,7 +26,7 @@ fn a_preemption_timer_firing_before_the_task_queues_run_does_not_park_a_runnable
             .preempt_timer(Duration::from_micros(preempt_us))
             .spawn(move || async move {
                 for i in 0..YIELDS {
-                    YieldNow(false).await;
+                    futures_lite::future::yield_now().await;
                     p.store(i + 1, Ordering::Relaxed);
                 }
                 let _ = done_tx.send(());

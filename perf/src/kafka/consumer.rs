@@ -206,6 +206,10 @@ fn fetch_loop(
             .map(|p| (*p, known.get(p).copied().unwrap_or(starts[p])))
             .collect()
     };
+    // Each partition's high watermark as last answered. In a fetch session the broker
+    // leaves out a partition with nothing new, so a caught-up partition must be recognised
+    // from what an earlier answer said, not from its entry in this one.
+    let mut high_watermarks: Vec<Option<i64>> = vec![None; offsets.len()];
     let name = topic_name(topic);
     let mut session = FetchSession::new(spec.fetch_sessions);
     while !spec.stop.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
@@ -263,12 +267,13 @@ fn fetch_loop(
                 .unwrap_or_else(|e| e.into_inner());
             for topic_response in &response.responses {
                 for partition in &topic_response.partitions {
-                    let Some(slot) = offsets
-                        .iter_mut()
-                        .find(|(p, _)| *p == partition.partition_index)
+                    let Some(at) = offsets
+                        .iter()
+                        .position(|(p, _)| *p == partition.partition_index)
                     else {
                         continue;
                     };
+                    let slot = &mut offsets[at];
                     if partition.error_code == OFFSET_OUT_OF_RANGE {
                         reset.push(partition.partition_index);
                         continue;
@@ -280,6 +285,7 @@ fn fetch_loop(
                         ));
                         continue;
                     }
+                    high_watermarks[at] = Some(partition.high_watermark);
                     let records = partition.records.clone().unwrap_or_else(Bytes::new);
                     let fetch_offset = slot.1;
                     let summary = walk_received(
@@ -301,9 +307,16 @@ fn fetch_loop(
                         // Skip batches below the fetch offset (a broker may return the batch
                         // containing it) without going backwards.
                         slot.1 = slot.1.max(next);
-                    } else if spec.rewind_at_end && slot.1 >= partition.high_watermark {
-                        slot.1 = log_starts.get(&slot.0).copied().unwrap_or(0);
                     }
+                }
+            }
+        }
+        if spec.rewind_at_end {
+            // Every partition read to its end starts over, whether or not this answer
+            // named it.
+            for ((partition, offset), high_watermark) in offsets.iter_mut().zip(&high_watermarks) {
+                if high_watermark.is_some_and(|hw| *offset >= hw) {
+                    *offset = log_starts.get(partition).copied().unwrap_or(0);
                 }
             }
         }

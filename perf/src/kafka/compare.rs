@@ -209,15 +209,61 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
             per_gb(&|r| Some(r.generator_cpu_s)),
             per_gb(&|r| r.broker_cpu_s)
         );
+        // A run that moved nothing its workload asked for is a failed measurement, and a
+        // median over it is not a figure: say so in the row and on stderr.
+        let empty = runs.iter().filter(|r| moved_nothing(r)).count();
+        let count = if empty == 0 {
+            runs.len().to_string()
+        } else {
+            eprintln!(
+                "quiver-perf summary: {label}: {empty} of {} runs moved nothing their workload asked for",
+                runs.len()
+            );
+            format!("{} (**{empty} empty**)", runs.len())
+        };
         println!(
-            "| {label} | {:.0} | {:.0} | {} | {:.0} | {} | {cpu} | {} |",
+            "| {label} | {:.0} | {:.0} | {} | {:.0} | {} | {cpu} | {count} |",
             median(&|r| r.publish.mb_per_s),
             median(&|r| r.publish.messages_per_s),
             latencies(&|r| &r.publish_latency_us),
             median(&|r| r.consume.mb_per_s),
             latencies(&|r| &r.end_to_end_latency_us),
-            runs.len()
         );
     }
     Ok(())
+}
+
+/// Whether a run published nothing although its workload produces during the run, or
+/// consumed nothing although it has consumers.
+fn moved_nothing(run: &RunResult) -> bool {
+    let w = &run.workload;
+    let should_publish = w.produce_during_run && w.producers_per_topic > 0;
+    let should_consume = w.subscriptions_per_topic > 0 && w.consumers_per_subscription > 0;
+    (should_publish && run.publish.messages == 0) || (should_consume && run.consume.messages == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_consumed_nothing_is_empty() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/omb-classic.json");
+        let run = RunResult::load(&path).unwrap();
+        assert!(run.publish.messages > 0 && run.consume.messages > 0);
+        assert!(!moved_nothing(&run));
+        let mut consumed_nothing = run.clone();
+        consumed_nothing.consume.messages = 0;
+        assert!(moved_nothing(&consumed_nothing));
+        // Without consumers, nothing consumed is what was asked.
+        consumed_nothing.workload.subscriptions_per_topic = 0;
+        assert!(!moved_nothing(&consumed_nothing));
+        let mut published_nothing = run.clone();
+        published_nothing.publish.messages = 0;
+        assert!(moved_nothing(&published_nothing));
+        // A consumer-only workload (preloaded, no producer during the run).
+        published_nothing.workload.produce_during_run = false;
+        assert!(!moved_nothing(&published_nothing));
+    }
 }

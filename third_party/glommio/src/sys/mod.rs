@@ -306,6 +306,12 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // QUIVER PATCH (9): the waker's half of the sleep handshake (Dekker's pattern). What
+        // the caller published (a channel item, a queued waker) is ordered before the read
+        // of `should_notify`; the sleeper fences between its store of `should_notify` and
+        // its last look at its channels (`Reactor::wait`). Upstream relied on a
+        // `membarrier` syscall on the sleeper's side instead (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -170,12 +170,14 @@ impl Connection {
         let sock = socket2::SockRef::from(&socket);
         let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
         let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+        let runtime = Arc::new(ClientRuntime::for_current_runtime());
         let mut endpoint =
-            quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
-                .map_err(|e| Error::Connect {
+            quinn::Endpoint::new(endpoint_config, None, socket, runtime).map_err(|e| {
+                Error::Connect {
                     addr: config.address.clone(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
         endpoint.set_default_client_config(client_config.clone());
         let conn = Arc::new(Connection {
             config,
@@ -330,6 +332,47 @@ impl Connection {
 
     pub(crate) fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
         self.endpoint.rebind(socket)
+    }
+}
+
+/// quinn on tokio. On a current-thread runtime every task of the connection shares the
+/// caller's thread, so connections are driven inline (third_party/quinn/QUIVER_PATCHES.md,
+/// patch 1): a request's packet leaves from the task that wrote it, and an answer's
+/// datagram is decrypted and handed to its stream where the endpoint receives it, with no
+/// turn of the connection's driver task in between. On a multi-threaded runtime the driver
+/// keeps its own task, so packet work can run on another worker in parallel.
+#[derive(Debug)]
+struct ClientRuntime {
+    inline: bool,
+}
+
+impl ClientRuntime {
+    fn for_current_runtime() -> ClientRuntime {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        ClientRuntime {
+            inline: matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread)),
+        }
+    }
+}
+
+impl quinn::Runtime for ClientRuntime {
+    fn new_timer(&self, at: std::time::Instant) -> std::pin::Pin<Box<dyn quinn::AsyncTimer>> {
+        quinn::TokioRuntime.new_timer(at)
+    }
+
+    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        quinn::TokioRuntime.spawn(future)
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        quinn::TokioRuntime.wrap_udp_socket(socket)
+    }
+
+    fn drive_connections_inline(&self) -> bool {
+        self.inline
     }
 }
 

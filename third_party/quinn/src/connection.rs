@@ -79,6 +79,11 @@ impl Connecting {
         }
     }
 
+    /// QUIVER PATCH (1): the connection's state, for an endpoint that drives it inline.
+    pub(crate) fn inner_weak(&self) -> std::sync::Weak<ConnectionInner> {
+        Arc::downgrade(&self.conn.as_ref().expect("a new Connecting holds its connection").0)
+    }
+
     /// Convert into a 0-RTT or 0.5-RTT connection at the cost of weakened security
     ///
     /// Returns `Ok` immediately if the local endpoint is able to attempt sending 0/0.5-RTT data.
@@ -259,31 +264,11 @@ impl Future for ConnectionDriver {
     fn poll(self: Pin<&mut Self>, cx: &mut Context) -> Poll<Self::Output> {
         let conn = &mut *self.conn.state.lock("poll");
         let _guard = self.span.enter();
-
-        if let Err(e) = conn.process_conn_events(&self.conn.shared, cx) {
-            conn.terminate(e, &self.conn.shared);
-            return Poll::Ready(Ok(()));
+        // QUIVER PATCH (1): the body moved to `State::drive`, which inline driving shares.
+        match conn.drive(&self.conn.shared, cx)? {
+            true => Poll::Ready(Ok(())),
+            false => Poll::Pending,
         }
-        let mut keep_going = conn.drive_transmit(cx)?;
-        // If a timer expires, there might be more to transmit. When we transmit something, we
-        // might need to reset a timer. Hence, we must loop until neither happens.
-        keep_going |= conn.drive_timer(cx);
-        conn.forward_endpoint_events();
-        conn.forward_app_events(&self.conn.shared);
-
-        if !conn.inner.is_drained() {
-            if keep_going {
-                // If the connection hasn't processed all tasks, schedule it again
-                cx.waker().wake_by_ref();
-            } else {
-                conn.driver = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        if conn.error.is_none() {
-            unreachable!("drained connections always have an error");
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -1081,6 +1066,72 @@ impl State {
         Ok(false)
     }
 
+    /// The connection driver's work: what its task does each time it is polled. True when
+    /// the connection is finished (drained or terminated), false when `cx`'s waker is
+    /// registered for the next event (or woken again, if work is left).
+    fn drive(&mut self, shared: &Shared, cx: &mut Context) -> io::Result<bool> {
+        if let Err(e) = self.process_conn_events(shared, cx) {
+            self.terminate(e, shared);
+            return Ok(true);
+        }
+        let mut keep_going = self.drive_transmit(cx)?;
+        // If a timer expires, there might be more to transmit. When we transmit something, we
+        // might need to reset a timer. Hence, we must loop until neither happens.
+        keep_going |= self.drive_timer(cx);
+        self.forward_endpoint_events();
+        self.forward_app_events(shared);
+
+        if !self.inner.is_drained() {
+            if keep_going {
+                // If the connection hasn't processed all tasks, schedule it again
+                cx.waker().wake_by_ref();
+            } else {
+                self.driver = Some(cx.waker().clone());
+            }
+            return Ok(false);
+        }
+        if self.error.is_none() {
+            unreachable!("drained connections always have an error");
+        }
+        Ok(true)
+    }
+
+    /// QUIVER PATCH (1): does the driver's work now, in the caller's task, if the runtime
+    /// asks for it (`Runtime::drive_connections_inline`) and the driver is parked (its
+    /// waker stored); otherwise wakes the driver as upstream does. `events` (datagrams the
+    /// endpoint routed here) are handled after any already queued on the event channel,
+    /// so the order the endpoint saw is kept. Returns the events that could not be
+    /// handled here, for the caller to queue on the channel instead.
+    pub(crate) fn drive_inline(
+        &mut self,
+        shared: &Shared,
+        events: &mut Vec<proto::ConnectionEvent>,
+    ) {
+        if !self.runtime.drive_connections_inline() {
+            self.wake();
+            return;
+        }
+        // No stored waker: the driver is already scheduled (or finished) and will do the
+        // work itself.
+        let Some(waker) = self.driver.take() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        let done = match self.process_conn_events(shared, &mut cx) {
+            Err(_) => true,
+            Ok(()) => {
+                for event in events.drain(..) {
+                    self.inner.handle_event(event);
+                }
+                // Errors and the end of the connection are the driver's to report.
+                self.drive(shared, &mut cx).unwrap_or(true)
+            }
+        };
+        if done {
+            waker.wake();
+        }
+    }
+
     fn forward_endpoint_events(&mut self) {
         while let Some(event) = self.inner.poll_endpoint_events() {
             // If the endpoint driver is gone, noop.
@@ -1190,17 +1241,22 @@ impl State {
             return true;
         }
 
+        // QUIVER PATCH (2): a timer armed for an earlier instant is kept, not moved later.
+        // Every ack-eliciting packet sent pushes the loss-detection deadline out, so
+        // upstream re-armed the runtime's timer once per packet; kept, it fires early at
+        // most once per armed instant, and the next turn arms the real deadline. Early
+        // firing is harmless: `handle_timeout` checks each of its timers against `now`.
         match &mut self.timer {
-            // Avoid resetting the timer when the deadline is unchanged.
-            Some(delay) if self.timer_deadline != Some(deadline) => {
+            Some(_) if self.timer_deadline.is_some_and(|armed| armed <= deadline) => {}
+            Some(delay) => {
                 delay.as_mut().reset(deadline);
+                self.timer_deadline = Some(deadline);
             }
             None => {
                 self.timer = Some(self.runtime.new_timer(deadline));
+                self.timer_deadline = Some(deadline);
             }
-            _ => {}
         }
-        self.timer_deadline = Some(deadline);
 
         let delay = self
             .timer
@@ -1211,7 +1267,8 @@ impl State {
             return false;
         }
 
-        // The deadline elapsed in the window between the clock check and poll.
+        // The armed instant passed: either the deadline elapsed in the window between the
+        // clock check and poll, or an earlier instant the timer was kept at.
         self.inner.handle_timeout(self.runtime.now());
         self.timer_deadline = None;
         true

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     str,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
@@ -37,7 +37,7 @@ use udp::{BATCH_SIZE, RecvMeta};
 
 use crate::{
     ConnectionEvent, EndpointConfig, IO_LOOP_BOUND, RECV_TIME_BOUND, VarInt,
-    connection::Connecting, incoming::Incoming, work_limiter::WorkLimiter,
+    connection::{Connecting, ConnectionInner}, incoming::Incoming, work_limiter::WorkLimiter,
 };
 
 /// A QUIC endpoint.
@@ -406,6 +406,7 @@ impl Drop for EndpointDriver {
         // Drop all outgoing channels, signaling the termination of the endpoint to the associated
         // connections.
         endpoint.recv_state.connections.senders.clear();
+        endpoint.recv_state.connections.inline.clear();
     }
 }
 
@@ -531,6 +532,7 @@ impl State {
 
             if event.is_drained() {
                 self.recv_state.connections.senders.remove(&ch);
+                self.recv_state.connections.inline.remove(&ch);
                 if self.recv_state.connections.is_empty() {
                     shared.idle.notify_waiters();
                 }
@@ -601,6 +603,9 @@ struct ConnectionSet {
     sender: mpsc::UnboundedSender<(ConnectionHandle, EndpointEvent)>,
     /// Set if the endpoint has been manually closed
     close: Option<(VarInt, Bytes)>,
+    /// QUIVER PATCH (1): the connections the endpoint driver drives inline
+    /// (`Runtime::drive_connections_inline`), by handle.
+    inline: FxHashMap<ConnectionHandle, Weak<ConnectionInner>>,
 }
 
 impl ConnectionSet {
@@ -620,7 +625,39 @@ impl ConnectionSet {
             .unwrap();
         }
         self.senders.insert(handle, send);
-        Connecting::new(handle, conn, self.sender.clone(), recv, socket, runtime)
+        let inline = runtime.drive_connections_inline();
+        let connecting = Connecting::new(handle, conn, self.sender.clone(), recv, socket, runtime);
+        if inline {
+            self.inline.insert(handle, connecting.inner_weak());
+        }
+        connecting
+    }
+
+    /// QUIVER PATCH (1): hands `pending` (datagrams routed to connections, in arrival
+    /// order) to their connections: handled on the spot where the connection is driven
+    /// inline and its driver is parked, queued on its event channel otherwise.
+    fn deliver(&mut self, pending: &mut Vec<(ConnectionHandle, proto::ConnectionEvent)>) {
+        let mut events = Vec::new();
+        let mut all = pending.drain(..).peekable();
+        while let Some((handle, event)) = all.next() {
+            events.push(event);
+            while let Some((_, event)) = all.next_if(|(h, _)| *h == handle) {
+                events.push(event);
+            }
+            if let Some(conn) = self.inline.get(&handle).and_then(Weak::upgrade) {
+                conn.state
+                    .lock("deliver")
+                    .drive_inline(&conn.shared, &mut events);
+            }
+            for event in events.drain(..) {
+                // Ignoring errors from dropped connections that haven't yet been cleaned up
+                let _ = self
+                    .senders
+                    .get_mut(&handle)
+                    .unwrap()
+                    .send(ConnectionEvent::Proto(event));
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -743,6 +780,9 @@ struct RecvState {
     connections: ConnectionSet,
     recv_buf: Box<[u8]>,
     recv_limiter: WorkLimiter,
+    /// QUIVER PATCH (1): one receive batch's datagrams for connections, delivered after
+    /// the batch (kept to reuse its allocation).
+    pending: Vec<(ConnectionHandle, proto::ConnectionEvent)>,
 }
 
 impl RecvState {
@@ -762,7 +802,9 @@ impl RecvState {
                 senders: FxHashMap::default(),
                 sender,
                 close: None,
+                inline: FxHashMap::default(),
             },
+            pending: Vec::new(),
             incoming: VecDeque::new(),
             recv_buf: recv_buf.into(),
             recv_limiter: WorkLimiter::new(RECV_TIME_BOUND),
@@ -817,14 +859,9 @@ impl RecvState {
                                     }
                                 }
                                 Some(DatagramEvent::ConnectionEvent(handle, event)) => {
-                                    // Ignoring errors from dropped connections that haven't yet been cleaned up
                                     received_connection_packet = true;
-                                    let _ = self
-                                        .connections
-                                        .senders
-                                        .get_mut(&handle)
-                                        .unwrap()
-                                        .send(ConnectionEvent::Proto(event));
+                                    // QUIVER PATCH (1): delivered after the batch.
+                                    self.pending.push((handle, event));
                                 }
                                 Some(DatagramEvent::Response(transmit)) => {
                                     respond(transmit, &response_buffer, socket);
@@ -833,6 +870,9 @@ impl RecvState {
                             }
                         }
                     }
+                    let mut pending = std::mem::take(&mut self.pending);
+                    self.connections.deliver(&mut pending);
+                    self.pending = pending;
                 }
                 Poll::Pending => {
                     return Ok(PollProgress {

@@ -28,6 +28,20 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn now(&self) -> Instant {
         Instant::now()
     }
+    /// QUIVER PATCH (1): run a connection's driver work on the spot, in the task that
+    /// produced the work, instead of waking the connection's driver task to do it.
+    ///
+    /// When true, a datagram the endpoint driver routes to a connection is handled right
+    /// there (decrypted, its frames processed, the stream readers woken, any packet it
+    /// calls for sent), and a stream write sends its packets from the writing task. Both
+    /// run the driver's own code with the driver's waker, so every registration (timer,
+    /// socket, event channel) is the one the driver would have made; the driver task only
+    /// runs when something else wakes it. Meant for runtimes whose tasks share one thread
+    /// (a glommio shard, a current-thread tokio runtime), where the task hop buys no
+    /// parallelism and costs a scheduler turn per packet each way.
+    fn drive_connections_inline(&self) -> bool {
+        false
+    }
 }
 
 /// Abstract implementation of an async timer for runtime independence

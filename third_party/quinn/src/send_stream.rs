@@ -162,7 +162,8 @@ impl SendStream {
             }
         };
 
-        conn.wake();
+        // QUIVER PATCH (1): with an inline runtime the packets go out from here.
+        conn.drive_inline(&self.conn.shared, &mut Vec::new());
         Poll::Ready(Ok(result))
     }
 

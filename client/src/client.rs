@@ -410,6 +410,14 @@ impl Client {
         )
     }
 
+    /// UDP datagrams sent so far over every connection of this client (quinn's count),
+    /// for tests and diagnostics.
+    #[doc(hidden)]
+    pub async fn datagrams_sent(&self) -> u64 {
+        let all = self.conn.all_quic().await;
+        all.iter().map(|c| c.stats().udp_tx.datagrams).sum()
+    }
+
     /// Partition count of a topic.
     pub async fn partition_count(&self, topic: &str) -> Result<i32> {
         Ok(self.describe_topic(topic).await?.info.partitions)

@@ -20,7 +20,7 @@ use quiver_protocol::limits::*;
 use quiver_protocol::route::route_byte;
 use quiver_protocol::transport::{mtu_is_known, read_body, transport_config};
 use quiver_protocol::{FrameHeader, Request, Response, HEADER_BYTES};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex};
 
 use crate::error::{Error, Result};
 use crate::tls;
@@ -393,32 +393,70 @@ pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<(FrameHea
 
 type Reply = oneshot::Sender<Result<Response>>;
 
-struct Outbound {
-    frame: Vec<Bytes>,
-    reply: Option<Reply>,
-}
-
 /// Pipelined request/response on one stream; cheap to clone. Answers arrive in request
 /// order, so waiters are kept in a FIFO.
+///
+/// A request's frame is written by the task that sends it, under the stream's lock (which
+/// also orders the waiters), so with the client's inline QUIC driving
+/// ([`ClientRuntime`]) its packet leaves before `send` returns, with no task in between.
+/// One reader task per channel reads the answers and hands each to the oldest waiter.
+/// Waiters are bounded by the stream's flow-control window: a write waits once the broker
+/// stops reading (it reads up to `MAX_IN_FLIGHT_REQUESTS_PER_STREAM` requests ahead).
 #[derive(Clone)]
 pub(crate) struct Channel {
     conn: Arc<Connection>,
-    outbound: mpsc::Sender<Outbound>,
+    send: Arc<Mutex<SendStream>>,
+    waiters: Arc<Waiters>,
 }
 
-/// Requests a channel queues before `request` waits (the broker runs up to
-/// `MAX_IN_FLIGHT_REQUESTS_PER_STREAM` of them at once).
-const CHANNEL_QUEUE: usize = MAX_IN_FLIGHT_REQUESTS_PER_STREAM;
+/// The waiters of a channel's written requests, shared with its reader task.
+#[derive(Default)]
+struct Waiters {
+    queue: std::sync::Mutex<std::collections::VecDeque<Reply>>,
+    /// No more frames may be written: the reader ended, a write failed, or a write was
+    /// abandoned halfway (its future dropped), which leaves a torn frame on the stream.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Waiters {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Reply>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the channel unless disarmed: held across a frame's write, so a write that
+/// fails or is abandoned halfway stops every later one.
+struct CloseUnlessWritten<'a>(Option<&'a Waiters>);
+
+impl Drop for CloseUnlessWritten<'_> {
+    fn drop(&mut self) {
+        if let Some(waiters) = self.0 {
+            waiters.close();
+        }
+    }
+}
 
 impl Channel {
     fn start(conn: Arc<Connection>, send: SendStream, recv: RecvStream) -> Channel {
-        let (outbound, rx) = mpsc::channel(CHANNEL_QUEUE);
-        tokio::spawn(run_channel(send, recv, rx));
-        Channel { conn, outbound }
+        let waiters = Arc::new(Waiters::default());
+        tokio::spawn(read_answers(recv, Arc::clone(&waiters)));
+        Channel {
+            conn,
+            send: Arc::new(Mutex::new(send)),
+            waiters,
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.outbound.is_closed()
+        self.waiters.is_closed()
     }
 
     /// Sends `request` and waits for its answer. A broker ERROR frame becomes
@@ -439,59 +477,48 @@ impl Channel {
         }
     }
 
-    /// Queues `request`; with `want_reply` returns the waiter for its answer.
+    /// Writes `request`; with `want_reply` returns the waiter for its answer. Waits only
+    /// for other writers on this stream and for flow control.
     pub(crate) async fn send(
         &self,
         request: &Request,
         want_reply: bool,
     ) -> Result<Option<oneshot::Receiver<Result<Response>>>> {
         let id = self.conn.next_request_id();
-        let frame = request.encode(id);
-        let (reply, rx) = if want_reply {
+        let mut frame = request.encode(id);
+        let mut send = self.send.lock().await;
+        if self.waiters.is_closed() {
+            // A torn or failed frame may be on the stream: end it, so the broker drops it.
+            let _ = send.reset(VarInt::from_u32(0));
+            return Err(Error::StreamClosed);
+        }
+        let rx = want_reply.then(|| {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        self.outbound
-            .send(Outbound { frame, reply })
+            // Queued before the frame leaves, so the answer always finds it.
+            self.waiters.queue().push_back(tx);
+            rx
+        });
+        let mut guard = CloseUnlessWritten(Some(&self.waiters));
+        send.write_all_chunks(&mut frame)
             .await
             .map_err(|_| Error::StreamClosed)?;
+        guard.0 = None;
         Ok(rx)
     }
 }
 
-async fn run_channel(mut send: SendStream, recv: RecvStream, mut rx: mpsc::Receiver<Outbound>) {
-    let (waiters_tx, waiters_rx) = mpsc::unbounded_channel::<Reply>();
-    let reader = tokio::spawn(read_answers(recv, waiters_rx));
-    while let Some(mut out) = rx.recv().await {
-        // Queue the waiter before the frame leaves, so the answer always finds it.
-        if let Some(reply) = out.reply.take() {
-            if waiters_tx.send(reply).is_err() {
-                break;
-            }
-        }
-        if send.write_all_chunks(&mut out.frame).await.is_err() {
-            break;
-        }
-    }
-    drop(waiters_tx);
-    let _ = send.finish();
-    let _ = reader.await;
-}
-
-async fn read_answers(mut recv: RecvStream, mut waiters: mpsc::UnboundedReceiver<Reply>) {
+async fn read_answers(mut recv: RecvStream, waiters: Arc<Waiters>) {
     loop {
-        let frame = match read_frame(&mut recv).await {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(_) => break,
-        };
-        let Some(waiter) = waiters.recv().await else {
+        let Ok(Some((header, body))) = read_frame(&mut recv).await else {
             break;
         };
-        let (header, body) = frame;
+        let Some(waiter) = waiters.queue().pop_front() else {
+            // An answer nobody asked for: the stream is out of step.
+            break;
+        };
         let _ = waiter.send(Response::decode(&header, body).map_err(Error::from));
     }
     // Remaining waiters are dropped: their requests see StreamClosed.
     waiters.close();
+    waiters.queue().clear();
 }

@@ -819,12 +819,15 @@ impl RecvState {
         runtime: &dyn Runtime,
         now: Instant,
     ) -> Result<PollProgress, io::Error> {
-        let mut received_connection_packet = false;
+        // QUIVER PATCH (1): the datagrams for connections are delivered once the socket is
+        // drained (or the work limiter ends the turn), as upstream's driver would find them
+        // all queued on its next turn: one pass of each connection's driver, one round of
+        // acknowledgements, however many receive batches brought them.
+        let mut recv_buf = mem::take(&mut self.recv_buf);
         let mut metas = [RecvMeta::default(); BATCH_SIZE];
         let mut iovs: [IoSliceMut; BATCH_SIZE] = {
-            let mut bufs = self
-                .recv_buf
-                .chunks_mut(self.recv_buf.len() / BATCH_SIZE)
+            let mut bufs = recv_buf
+                .chunks_mut(recv_buf.len() / BATCH_SIZE)
                 .map(IoSliceMut::new);
 
             // expect() safe as self.recv_buf is chunked into BATCH_SIZE items
@@ -832,8 +835,29 @@ impl RecvState {
             // exactly BATCH_SIZE times.
             std::array::from_fn(|_| bufs.next().expect("BATCH_SIZE elements"))
         };
+        let progress = self.receive(cx, endpoint, socket, runtime, now, &mut metas, &mut iovs);
+        drop(iovs);
+        self.recv_buf = recv_buf;
+        let mut pending = mem::take(&mut self.pending);
+        self.connections.deliver(&mut pending);
+        self.pending = pending;
+        progress
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive(
+        &mut self,
+        cx: &mut Context,
+        endpoint: &mut proto::Endpoint,
+        socket: &dyn AsyncUdpSocket,
+        runtime: &dyn Runtime,
+        now: Instant,
+        metas: &mut [RecvMeta; BATCH_SIZE],
+        iovs: &mut [IoSliceMut; BATCH_SIZE],
+    ) -> Result<PollProgress, io::Error> {
+        let mut received_connection_packet = false;
         loop {
-            match socket.poll_recv(cx, &mut iovs, &mut metas) {
+            match socket.poll_recv(cx, iovs, metas) {
                 Poll::Ready(Ok(msgs)) => {
                     self.recv_limiter.record_work(msgs);
                     for (meta, buf) in metas.iter().zip(iovs.iter()).take(msgs) {
@@ -870,9 +894,6 @@ impl RecvState {
                             }
                         }
                     }
-                    let mut pending = std::mem::take(&mut self.pending);
-                    self.connections.deliver(&mut pending);
-                    self.pending = pending;
                 }
                 Poll::Pending => {
                     return Ok(PollProgress {

@@ -18,8 +18,10 @@
 # Environment: REPS (3), DURATION_S (10), SKIP_BUILD=1, MEASUREMENTS (a subset of: producer
 # max-throughput lone low-latency omb catchup), SKIP_WORKLOAD_SET=1, WORKLOADS (names
 # for the workload set; default: every perf/workloads/*.toml but smoke), QUIC_THREADS (broker
-# and generator QUIC runtime threads; default: one per core). OUT_DIR may hold an earlier
-# run's results: they are summarized with the new ones.
+# and generator QUIC runtime threads; default: one per core), GENERATOR_CPUS (a `taskset -c`
+# list: both generators run on these CPUs only, e.g. 1 to keep a lone producer beside the
+# shard that owns its partition, docs/benchmarks.md "Session 15"). OUT_DIR may hold an
+# earlier run's results: they are summarized with the new ones.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,6 +64,7 @@ trap cleanup EXIT
     echo "git: $(git rev-parse HEAD)"
     echo "net.core.rmem_max: $(cat /proc/sys/net/core/rmem_max)"
     echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "generator CPUs: ${GENERATOR_CPUS:-any}"
 } | tee -a "$out/machine.txt" >&2
 
 # start_broker: a fresh `quiver serve` on free ports; sets kafka_addr, quic_addr, broker_pid,
@@ -123,7 +126,11 @@ measure() {
     if [[ "$protocol" == quic ]]; then
         target=(quic --quic-addr "$quic_addr" --ca-file "$broker_data/tls/cert.pem" "${threads[@]}")
     fi
-    "$perf" "${target[@]}" --workload "perf/workloads/$workload.toml" --label "$label" \
+    local pin=()
+    if [[ -n "${GENERATOR_CPUS:-}" ]]; then
+        pin=(taskset -c "$GENERATOR_CPUS")
+    fi
+    "${pin[@]}" "$perf" "${target[@]}" --workload "perf/workloads/$workload.toml" --label "$label" \
         --broker-pid "$broker_pid" --quiet --out "$file" "$@" | grep -v '^wrote ' \
         || log "run failed: $last_run"
     stop_broker

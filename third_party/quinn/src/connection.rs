@@ -1100,8 +1100,8 @@ impl State {
     /// asks for it (`Runtime::drive_connections_inline`) and the driver is parked (its
     /// waker stored); otherwise wakes the driver as upstream does. `events` (datagrams the
     /// endpoint routed here) are handled after any already queued on the event channel,
-    /// so the order the endpoint saw is kept. Returns the events that could not be
-    /// handled here, for the caller to queue on the channel instead.
+    /// so the order the endpoint saw is kept. Events it could not handle here stay in
+    /// `events`, for the caller to queue on the channel instead.
     pub(crate) fn drive_inline(
         &mut self,
         shared: &Shared,

@@ -780,8 +780,8 @@ struct RecvState {
     connections: ConnectionSet,
     recv_buf: Box<[u8]>,
     recv_limiter: WorkLimiter,
-    /// QUIVER PATCH (1): one receive batch's datagrams for connections, delivered after
-    /// the batch (kept to reuse its allocation).
+    /// QUIVER PATCH (1): one turn's datagrams for connections, delivered when the turn
+    /// ends (kept to reuse its allocation).
     pending: Vec<(ConnectionHandle, proto::ConnectionEvent)>,
 }
 
@@ -884,7 +884,7 @@ impl RecvState {
                                 }
                                 Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                                     received_connection_packet = true;
-                                    // QUIVER PATCH (1): delivered after the batch.
+                                    // QUIVER PATCH (1): delivered when the turn ends.
                                     self.pending.push((handle, event));
                                 }
                                 Some(DatagramEvent::Response(transmit)) => {

@@ -410,6 +410,15 @@ impl Client {
         )
     }
 
+    /// The client's UDP socket, for a caller that waits on it itself: a load generator
+    /// that sleeps in `ppoll` between sends, as its Kafka-TCP counterpart does on its TCP
+    /// socket, and runs the client's (current-thread) runtime when the socket is readable.
+    /// Only for waiting; reading or writing it would take datagrams from quinn.
+    #[doc(hidden)]
+    pub fn udp_fd(&self) -> std::os::fd::RawFd {
+        self.conn.udp_fd()
+    }
+
     /// UDP datagrams sent so far over every connection of this client (quinn's count),
     /// for tests and diagnostics.
     #[doc(hidden)]

@@ -114,6 +114,7 @@ pub(crate) struct Connection {
     client_config: quinn::ClientConfig,
     remote: SocketAddr,
     server_name: String,
+    runtime: Arc<ClientRuntime>,
     current: Mutex<Option<quinn::Connection>>,
     /// Index: shard. At most one per shard of the broker (`MAX_STEERED_CONNECTIONS`).
     on_shard: Mutex<HashMap<u16, quinn::Connection>>,
@@ -171,12 +172,10 @@ impl Connection {
         let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
         let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
         let runtime = Arc::new(ClientRuntime::for_current_runtime());
-        let mut endpoint =
-            quinn::Endpoint::new(endpoint_config, None, socket, runtime).map_err(|e| {
-                Error::Connect {
-                    addr: config.address.clone(),
-                    reason: e.to_string(),
-                }
+        let mut endpoint = quinn::Endpoint::new(endpoint_config, None, socket, runtime.clone())
+            .map_err(|e| Error::Connect {
+                addr: config.address.clone(),
+                reason: e.to_string(),
             })?;
         endpoint.set_default_client_config(client_config.clone());
         let conn = Arc::new(Connection {
@@ -185,6 +184,7 @@ impl Connection {
             client_config,
             remote,
             server_name,
+            runtime,
             current: Mutex::new(None),
             on_shard: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
@@ -333,6 +333,11 @@ impl Connection {
     pub(crate) fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
         self.endpoint.rebind(socket)
     }
+
+    /// The endpoint's UDP socket (the current one, after a rebind).
+    pub(crate) fn udp_fd(&self) -> std::os::fd::RawFd {
+        self.runtime.udp_fd.load(Ordering::Relaxed)
+    }
 }
 
 /// quinn on tokio. On a current-thread runtime every task of the connection shares the
@@ -344,6 +349,8 @@ impl Connection {
 #[derive(Debug)]
 struct ClientRuntime {
     inline: bool,
+    /// The last socket wrapped: the endpoint's (a rebind wraps the new one).
+    udp_fd: std::sync::atomic::AtomicI32,
 }
 
 impl ClientRuntime {
@@ -351,6 +358,7 @@ impl ClientRuntime {
         let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
         ClientRuntime {
             inline: matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread)),
+            udp_fd: std::sync::atomic::AtomicI32::new(-1),
         }
     }
 }
@@ -368,6 +376,8 @@ impl quinn::Runtime for ClientRuntime {
         &self,
         socket: std::net::UdpSocket,
     ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        use std::os::fd::AsRawFd;
+        self.udp_fd.store(socket.as_raw_fd(), Ordering::Relaxed);
         quinn::TokioRuntime.wrap_udp_socket(socket)
     }
 

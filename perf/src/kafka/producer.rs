@@ -381,25 +381,27 @@ impl InlineAcks {
             if now >= deadline_ns {
                 return false;
             }
-            self.poll(deadline_ns - now);
+            poll_readable(self.reader.raw_fd(), deadline_ns - now);
         }
     }
+}
 
-    /// Sleeps in `ppoll` until the socket is readable or `wait_ns` passes.
-    fn poll(&self, wait_ns: u64) {
-        let mut fds = [libc::pollfd {
-            fd: self.reader.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let timeout = libc::timespec {
-            tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
-        unsafe {
-            libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null());
-        }
+/// Sleeps in `ppoll` until `fd` is readable or `wait_ns` passes. Both links wait for
+/// answers this way between sends (the QUIC one on its UDP socket), so the kernel wakes
+/// and places the two generators alike.
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, wait_ns: u64) {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let timeout = libc::timespec {
+        tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
+    unsafe {
+        libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null());
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use super::{ProducerRuntime, QuicTarget};
 use crate::kafka::producer::{
-    Acknowledger, InFlight, ProduceLink, ProducerSpec, RequestBatches, RequestMeta,
+    poll_readable, Acknowledger, InFlight, ProduceLink, ProducerSpec, RequestBatches, RequestMeta,
 };
 use crate::kafka::stats::{Clock, PACER_SPIN_NS};
 
@@ -220,15 +220,27 @@ impl ProduceLink for QuicLink {
     }
 
     fn pace_until(&mut self, clock: &Clock, deadline_ns: u64) {
-        let Driver::Own { runtime, timer, .. } = &self.driver else {
+        let Driver::Own { runtime, .. } = &self.driver else {
             return clock.pace_until(deadline_ns);
         };
-        // As `Clock::pace_until`: sleep (in epoll, serving the connection) until
-        // `PACER_SPIN_NS` before the send time, then spin, polling the sockets each turn.
+        // As the Kafka-TCP link's `pace_until`: sleep in `ppoll` on the socket until
+        // `PACER_SPIN_NS` before the send time, running the runtime (the answer's
+        // datagram, its acknowledgement) whenever something arrives, then spin, polling
+        // the socket each turn. Waiting in tokio's `epoll_wait` on a pacing timerfd
+        // instead let the scheduler move this thread off its shard's CPU about every
+        // other request (docs/benchmarks.md, "Session 15"). quinn's own timers are served
+        // at each wake-up: at most one send interval late.
+        let fd = self.client.udp_fd();
+        let wake_at = deadline_ns.saturating_sub(PACER_SPIN_NS);
+        loop {
+            runtime.block_on(tokio::task::yield_now());
+            let now = clock.now_ns();
+            if now >= wake_at {
+                break;
+            }
+            poll_readable(fd, wake_at - now);
+        }
         runtime.block_on(async {
-            timer
-                .sleep_until(clock, deadline_ns.saturating_sub(PACER_SPIN_NS))
-                .await;
             while clock.now_ns() < deadline_ns {
                 tokio::task::yield_now().await;
             }

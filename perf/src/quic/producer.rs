@@ -10,8 +10,9 @@
 //!   there, whenever the sender writes or waits: the sender's waits (for the next send time,
 //!   for an in-flight slot, for the drain) drive the runtime instead of blocking the thread.
 //!   A request crosses no thread on its way out, and its answer wakes one thread (the
-//!   sender, parked in `epoll_wait` on the UDP socket and a timerfd): the same as a Kafka
-//!   link, whose reader thread wakes on the TCP socket. This is how a latency-sensitive
+//!   sender, asleep in `ppoll` on the UDP socket between sends, or in the runtime's
+//!   `epoll_wait` during other waits): the same as an inline Kafka link, which sleeps in
+//!   `ppoll` on its TCP socket. This is how a latency-sensitive
 //!   service would run the client: on a thread of its own.
 //! - `shared`: the run's multi-threaded runtime. Packet assembly and encryption run on its
 //!   workers, in parallel with the sender building batches, at the price of a wake-up of a

@@ -381,6 +381,10 @@ impl quinn::Runtime for ClientRuntime {
         quinn::TokioRuntime.wrap_udp_socket(socket)
     }
 
+    fn now(&self) -> std::time::Instant {
+        quinn::TokioRuntime.now()
+    }
+
     fn drive_connections_inline(&self) -> bool {
         self.inline
     }

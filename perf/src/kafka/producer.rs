@@ -386,10 +386,10 @@ impl InlineAcks {
     }
 }
 
-/// Sleeps in `ppoll` until `fd` is readable or `wait_ns` passes. Both links wait for
-/// answers this way between sends (the QUIC one on its UDP socket), so the kernel wakes
-/// and places the two generators alike.
-pub(crate) fn poll_readable(fd: std::os::fd::RawFd, wait_ns: u64) {
+/// Sleeps in `ppoll` until `fd` is readable or `wait_ns` passes; true if it is readable.
+/// Both links wait for answers this way between sends (the QUIC one on its UDP socket), so
+/// the kernel wakes and places the two generators alike.
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, wait_ns: u64) -> bool {
     let mut fds = [libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -400,9 +400,8 @@ pub(crate) fn poll_readable(fd: std::os::fd::RawFd, wait_ns: u64) {
         tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
-    unsafe {
-        libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null());
-    }
+    let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null()) };
+    ready > 0 && fds[0].revents != 0
 }
 
 impl KafkaLink {

@@ -49,16 +49,30 @@ enum Driver {
 }
 
 impl Driver {
+    /// Runs `future` to completion, then, on the own runtime, lets the tasks it woke run
+    /// (a turn of the runtime: one `epoll_wait` more).
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         match self {
             Driver::Shared(handle) => handle.block_on(future),
             Driver::Own { runtime, .. } => runtime.block_on(async {
                 let output = future.await;
-                // Let the tasks this woke (quinn's connection driver: the packet) run
-                // before the thread goes back to the sender.
                 tokio::task::yield_now().await;
                 output
             }),
+        }
+    }
+
+    /// Runs `future` to completion and returns at once: what it woke runs at the next
+    /// turn of the runtime. For a request write, whose packet the client sends from the
+    /// writing task itself: the sender's next wait (`pace_until`, `wait_below`) turns the
+    /// runtime before it sleeps, so the acknowledgement task is polled there, and a packet
+    /// left to quinn's driver task (when that task was already scheduled) leaves then.
+    /// Every system call between the request's send and the thread's sleep delays the
+    /// broker when both share a CPU (docs/benchmarks.md, "Session 16").
+    fn block_on_direct<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Driver::Shared(handle) => handle.block_on(future),
+            Driver::Own { runtime, .. } => runtime.block_on(future),
         }
     }
 }
@@ -165,7 +179,7 @@ impl ProduceLink for QuicLink {
             };
             move |pending| wait_for_answers(pending, meta, acknowledger, acked)
         });
-        self.driver.block_on(async {
+        self.driver.block_on_direct(async {
             let mut pending = Vec::with_capacity(batches.len());
             for (partition, records) in batches {
                 let stream = streams
@@ -231,15 +245,26 @@ impl ProduceLink for QuicLink {
         // instead let the scheduler move this thread off its shard's CPU about every
         // other request (docs/benchmarks.md, "Session 15"). quinn's own timers are served
         // at each wake-up: at most one send interval late.
+        // After a datagram, the runtime needs two turns: the first only learns from its
+        // `epoll_wait` that the socket is readable (a `block_on` returns as soon as its
+        // own future is ready, before the tasks that woke), the second runs the endpoint
+        // and the tasks it wakes. One turn per wake-up left the datagram unread, so the
+        // next `ppoll` returned at once: a system call more on every answer's path.
         let fd = self.client.udp_fd();
         let wake_at = deadline_ns.saturating_sub(PACER_SPIN_NS);
+        let mut readable = false;
         loop {
-            runtime.block_on(tokio::task::yield_now());
+            runtime.block_on(async {
+                tokio::task::yield_now().await;
+                if readable {
+                    tokio::task::yield_now().await;
+                }
+            });
             let now = clock.now_ns();
             if now >= wake_at {
                 break;
             }
-            poll_readable(fd, wake_at - now);
+            readable = poll_readable(fd, wake_at - now);
         }
         runtime.block_on(async {
             while clock.now_ns() < deadline_ns {

@@ -13,7 +13,7 @@
 #   6. the shipped workload set once over each protocol, with side-by-side plots.
 # Results: OUT_DIR (default target/perf-quic-report/<time>): runs/*.json, workloads/*.json,
 # compare/*.svg (Kafka-TCP first, QUIC second), summary.md (medians per label and protocol),
-# ratios.md (QUIC/TCP of the medians), broker-deaths.txt if a broker died.
+# ratios.md (QUIC/TCP of the medians, and per pair), broker-deaths.txt if a broker died.
 #
 # Environment: REPS (3), DURATION_S (10), SKIP_BUILD=1, MEASUREMENTS (a subset of: producer
 # max-throughput lone low-latency omb catchup), SKIP_WORKLOAD_SET=1, WORKLOADS (names
@@ -185,10 +185,14 @@ python3 - "$out" <<'PY' | tee "$out/ratios.md"
 import glob, json, statistics, sys
 out = sys.argv[1]
 runs = {}
+# Pairs by file stem (NNN-name-kafka.json, NNN-name-quic.json), for the per-pair ratios.
+pairs = {}
 for path in sorted(glob.glob(f"{out}/runs/*.json")):
     r = json.load(open(path))
     base = r["label"].rsplit(" [", 1)[0]
     runs.setdefault(base, {}).setdefault(r["protocol"], []).append(r)
+    stem = path.rsplit("-", 1)[0]
+    pairs.setdefault(base, {}).setdefault(stem, {})[r["protocol"]] = r
 def med(rs, f):
     values = [f(r) for r in rs]
     return statistics.median(values) if values else 0.0
@@ -202,8 +206,8 @@ rows = [
     ("e2e p99 µs", lambda r: r["end_to_end_latency_us"]["p99"]),
     ("e2e p99.9 µs", lambda r: r["end_to_end_latency_us"]["p999"]),
 ]
-print("| measurement | figure | Kafka-TCP | QUIC | QUIC/TCP | runs |")
-print("|---|---|---:|---:|---:|---:|")
+print("| measurement | figure | Kafka-TCP | QUIC | QUIC/TCP | per pair | runs |")
+print("|---|---|---:|---:|---:|---|---:|")
 for base, by in runs.items():
     k, q = by.get("kafka", []), by.get("quic", [])
     for name, f in rows:
@@ -211,6 +215,11 @@ for base, by in runs.items():
         if a == 0 and b == 0:
             continue
         ratio = f"{b / a:.2f}" if a else "-"
-        print(f"| {base} | {name} | {a:,.0f} | {b:,.0f} | {ratio} | {len(k)}/{len(q)} |")
+        per_pair = ", ".join(
+            f"{f(p['quic']) / f(p['kafka']):.2f}"
+            for p in pairs[base].values()
+            if "kafka" in p and "quic" in p and f(p["kafka"])
+        )
+        print(f"| {base} | {name} | {a:,.0f} | {b:,.0f} | {ratio} | {per_pair} | {len(k)}/{len(q)} |")
 PY
 log "results in $out"

@@ -184,13 +184,11 @@ echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 python3 - "$out" <<'PY' | tee "$out/ratios.md"
 import glob, json, statistics, sys
 out = sys.argv[1]
-runs = {}
-# Pairs by file stem (NNN-name-kafka.json, NNN-name-quic.json), for the per-pair ratios.
+# Runs by measurement, then by pair (file stem: NNN-name-kafka.json, NNN-name-quic.json).
 pairs = {}
 for path in sorted(glob.glob(f"{out}/runs/*.json")):
     r = json.load(open(path))
     base = r["label"].rsplit(" [", 1)[0]
-    runs.setdefault(base, {}).setdefault(r["protocol"], []).append(r)
     stem = path.rsplit("-", 1)[0]
     pairs.setdefault(base, {}).setdefault(stem, {})[r["protocol"]] = r
 def med(rs, f):
@@ -208,8 +206,9 @@ rows = [
 ]
 print("| measurement | figure | Kafka-TCP | QUIC | QUIC/TCP | per pair | runs |")
 print("|---|---|---:|---:|---:|---|---:|")
-for base, by in runs.items():
-    k, q = by.get("kafka", []), by.get("quic", [])
+for base, by_pair in pairs.items():
+    k = [p["kafka"] for p in by_pair.values() if "kafka" in p]
+    q = [p["quic"] for p in by_pair.values() if "quic" in p]
     for name, f in rows:
         a, b = med(k, f), med(q, f)
         if a == 0 and b == 0:
@@ -217,7 +216,7 @@ for base, by in runs.items():
         ratio = f"{b / a:.2f}" if a else "-"
         per_pair = ", ".join(
             f"{f(p['quic']) / f(p['kafka']):.2f}"
-            for p in pairs[base].values()
+            for p in by_pair.values()
             if "kafka" in p and "quic" in p and f(p["kafka"])
         )
         print(f"| {base} | {name} | {a:,.0f} | {b:,.0f} | {ratio} | {per_pair} | {len(k)}/{len(q)} |")

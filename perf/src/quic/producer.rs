@@ -245,6 +245,7 @@ impl ProduceLink for QuicLink {
         // instead let the scheduler move this thread off its shard's CPU about every
         // other request (docs/benchmarks.md, "Session 15"). quinn's own timers are served
         // at each wake-up: at most one send interval late.
+        //
         // After a datagram, the runtime needs two turns: the first only learns from its
         // `epoll_wait` that the socket is readable (a `block_on` returns as soon as its
         // own future is ready, before the tasks that woke), the second runs the endpoint
